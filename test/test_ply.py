@@ -1,0 +1,314 @@
+"""Tests for lyra_core.ply."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import plyfile
+import pytest
+import torch
+from plyfile import PlyData, PlyElement
+
+from lyra_core.gaussians import SH_C0, Gaussians
+from lyra_core.ply import PlyFormatError, read_ply, write_ply
+
+FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
+
+
+def make_scene(n: int = 16, sh_degree: int = 0, with_times: bool = False) -> Gaussians:
+    gen = torch.Generator().manual_seed(sh_degree * 2 + with_times)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    return Gaussians(
+        means=randn(n, 3),
+        quats=randn(n, 4),
+        log_scales=randn(n, 3),
+        opacity_logits=randn(n),
+        sh=randn(n, (sh_degree + 1) ** 2, 3),
+        times=randn(n) if with_times else None,
+    )
+
+
+def assert_scenes_equal(a: Gaussians, b: Gaussians) -> None:
+    for name in FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is None and y is None, name
+        else:
+            assert x.dtype == y.dtype, name
+            assert torch.equal(x, y), name
+
+
+def standard_names(sh_degree: int, with_times: bool = False) -> list[str]:
+    """The 3DGS vertex layout, spelled out independently of the module under test."""
+    n_rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(n_rest)]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return [*names, "time"] if with_times else names
+
+
+def header_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    return data[:end].decode("ascii").splitlines()
+
+
+def write_standard_ply(path: Path, values: dict[str, np.ndarray], text: bool = False) -> None:
+    """Write one vertex element with the given float32 columns straight through plyfile."""
+    n = len(next(iter(values.values())))
+    record = np.empty(n, dtype=[(name, "f4") for name in values])
+    for name, column in values.items():
+        record[name] = column
+    PlyData([PlyElement.describe(record, "vertex")], text=text).write(str(path))
+
+
+def known_columns(n: int = 2) -> dict[str, np.ndarray]:
+    """Degree-0 columns with easy activations: opacity 0.5, scale 1, rgb 0.5, w=1."""
+    cols = {name: np.zeros(n, np.float32) for name in standard_names(0)}
+    cols["x"] = np.arange(n, dtype=np.float32)
+    cols["rot_0"][:] = 1.0
+    return cols
+
+
+# ---------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("with_times", [False, True])
+@pytest.mark.parametrize("sh_degree", [0, 1, 2, 3])
+def test_round_trip_is_bit_exact(tmp_path: Path, sh_degree: int, with_times: bool) -> None:
+    g = make_scene(sh_degree=sh_degree, with_times=with_times)
+    g.means[0, 0] = -0.0
+    g.log_scales[1, 1] = 1e-40  # float32 subnormal
+    path = tmp_path / "scene.ply"
+    write_ply(path, g)
+    back = read_ply(path)
+    assert back.sh_degree == sh_degree
+    assert_scenes_equal(back, g)
+    assert math.copysign(1.0, float(back.means[0, 0])) == -1.0
+    for name in FIELDS:
+        value = getattr(back, name)
+        assert value is None or value.is_contiguous(), name
+    # write(read(f)) reproduces f byte for byte.
+    again = tmp_path / "again.ply"
+    write_ply(str(again), back)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_empty_scene_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ply"
+    write_ply(path, Gaussians.empty(sh_degree=1, with_times=True))
+    back = read_ply(path)
+    assert len(back) == 0 and back.sh_degree == 1 and back.times is not None
+
+
+def test_other_dtypes_are_written_as_float32(tmp_path: Path) -> None:
+    g = make_scene(sh_degree=1).to(dtype=torch.float64)
+    path = tmp_path / "f64.ply"
+    write_ply(path, g)
+    assert_scenes_equal(read_ply(path), g.to(dtype=torch.float32))
+    half = make_scene(sh_degree=1).to(dtype=torch.float16)
+    write_ply(path, half)
+    assert_scenes_equal(read_ply(path), half.to(dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("with_times", [False, True])
+@pytest.mark.parametrize("sh_degree", [0, 3])
+def test_header_has_standard_layout(tmp_path: Path, sh_degree: int, with_times: bool) -> None:
+    path = tmp_path / "scene.ply"
+    write_ply(path, make_scene(n=5, sh_degree=sh_degree, with_times=with_times))
+    lines = header_lines(path)
+    assert lines[:3] == ["ply", "format binary_little_endian 1.0", "element vertex 5"]
+    assert lines[-1] == "end_header"
+    props = lines[3:-1]
+    assert all(line.startswith("property float ") for line in props)
+    assert [line.split()[-1] for line in props] == standard_names(sh_degree, with_times)
+    assert len(path.read_bytes()) == len("\n".join(lines)) + 1 + 5 * 4 * len(props)
+
+
+def test_written_values_use_3dgs_conventions(tmp_path: Path) -> None:
+    g = make_scene(n=3, sh_degree=1, with_times=True)
+    path = tmp_path / "scene.ply"
+    write_ply(path, g)
+    v = PlyData.read(str(path))["vertex"].data
+    assert np.array_equal(v["nx"], np.zeros(3, np.float32))
+    assert np.array_equal(v["opacity"], g.opacity_logits.numpy())
+    assert np.array_equal(v["scale_2"], g.log_scales[:, 2].numpy())
+    assert np.array_equal(v["rot_0"], g.quats[:, 0].numpy())  # w first
+    assert np.array_equal(v["f_dc_1"], g.sh[:, 0, 1].numpy())
+    # channel-major f_rest: R of coefficients 1..3, then G, then B.
+    assert np.array_equal(v["f_rest_0"], g.sh[:, 1, 0].numpy())
+    assert np.array_equal(v["f_rest_2"], g.sh[:, 3, 0].numpy())
+    assert np.array_equal(v["f_rest_3"], g.sh[:, 1, 1].numpy())
+    assert np.array_equal(v["f_rest_8"], g.sh[:, 3, 2].numpy())
+    assert np.array_equal(v["time"], g.times.numpy())
+
+
+def test_reads_plyfile_standard_file_to_known_activations(tmp_path: Path) -> None:
+    cols = known_columns()
+    cols["scale_1"][:] = math.log(2.0)
+    cols["f_dc_2"][1] = 0.5 / SH_C0  # blue 1.0
+    cols["opacity"][1] = math.log(3.0)  # sigmoid -> 0.75
+    path = tmp_path / "standard.ply"
+    write_standard_ply(path, cols)
+    g = read_ply(path)
+    assert g.dtype == torch.float32 and g.sh_degree == 0 and g.times is None
+    torch.testing.assert_close(g.opacities, torch.tensor([0.5, 0.75]))
+    torch.testing.assert_close(g.scales, torch.tensor([[1.0, 2.0, 1.0]] * 2))
+    torch.testing.assert_close(g.colors, torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 1.0]]))
+    torch.testing.assert_close(g.means[:, 0], torch.tensor([0.0, 1.0]))
+    assert torch.equal(g.quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2))
+
+
+def test_reads_ascii_with_extra_properties_in_any_order(tmp_path: Path) -> None:
+    cols = known_columns()
+    cols = {"red": np.ones(2, np.float32), **dict(reversed(list(cols.items())))}
+    cols["opacity"][:] = 2.0
+    path = tmp_path / "ascii.ply"
+    write_standard_ply(path, cols, text=True)
+    assert b"format ascii" in path.read_bytes()
+    g = read_ply(path)
+    torch.testing.assert_close(g.opacity_logits, torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(g.means[:, 0], torch.tensor([0.0, 1.0]))
+
+
+def test_reads_big_endian(tmp_path: Path) -> None:
+    g = make_scene(sh_degree=2, with_times=True)
+    path = tmp_path / "scene.ply"
+    write_ply(path, g)
+    data = PlyData.read(str(path))["vertex"].data.copy()
+    big = tmp_path / "big.ply"
+    PlyData([PlyElement.describe(data, "vertex")], byte_order=">").write(str(big))
+    assert_scenes_equal(read_ply(big), g)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+@pytest.fixture
+def good_file(tmp_path: Path) -> Path:
+    path = tmp_path / "good.ply"
+    write_ply(path, make_scene(n=8, sh_degree=1))
+    return path
+
+
+def rewrite(path: Path, old: bytes, new: bytes) -> Path:
+    data = path.read_bytes()
+    assert old in data
+    out = path.with_name("bad.ply")
+    out.write_bytes(data.replace(old, new, 1))
+    return out
+
+
+def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_ply(tmp_path / "nope.ply")
+
+
+def test_truncated_file(good_file: Path) -> None:
+    data = good_file.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1, 10):
+        bad = good_file.with_name("cut.ply")
+        bad.write_bytes(data[:cut])
+        with pytest.raises(PlyFormatError, match=r"cut\.ply: truncated"):
+            read_ply(bad)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\xff" * 300, b"ply\n" + bytes(range(256)) * 2, b"not a ply at all\n"],
+)
+def test_garbage_bytes(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.ply"
+    path.write_bytes(content)
+    with pytest.raises(PlyFormatError, match=r"garbage\.ply"):
+        read_ply(path)
+
+
+def test_wrong_header(good_file: Path) -> None:
+    bad = rewrite(good_file, b"binary_little_endian 1.0", b"binary_little_endian 2.0")
+    with pytest.raises(PlyFormatError, match="version"):
+        read_ply(bad)
+    bad = rewrite(good_file, b"element vertex 8", b"element vertex -8")
+    with pytest.raises(PlyFormatError, match=r"bad\.ply"):
+        read_ply(bad)
+
+
+def test_missing_property(good_file: Path) -> None:
+    bad = rewrite(good_file, b"property float scale_1\n", b"property float other\n")
+    with pytest.raises(PlyFormatError, match="missing required vertex properties: scale_1"):
+        read_ply(bad)
+
+
+def test_no_vertex_element(good_file: Path) -> None:
+    bad = rewrite(good_file, b"element vertex", b"element splat")
+    with pytest.raises(PlyFormatError, match="no 'vertex' element"):
+        read_ply(bad)
+
+
+def test_wrong_f_rest_count(tmp_path: Path) -> None:
+    cols = known_columns()
+    cols.update({f"f_rest_{i}": np.zeros(2, np.float32) for i in range(10)})
+    path = tmp_path / "rest.ply"
+    write_standard_ply(path, cols)
+    with pytest.raises(PlyFormatError, match=r"f_rest.*got 10"):
+        read_ply(path)
+
+
+def test_misnumbered_f_rest(good_file: Path) -> None:
+    bad = rewrite(good_file, b"property float f_rest_8\n", b"property float f_rest_9\n")
+    with pytest.raises(PlyFormatError, match="numbered"):
+        read_ply(bad)
+
+
+def test_non_finite_data(tmp_path: Path) -> None:
+    cols = known_columns()
+    cols["scale_2"][1] = np.inf
+    path = tmp_path / "inf.ply"
+    write_standard_ply(path, cols)
+    with pytest.raises(PlyFormatError, match=r"'scale_2'.*non-finite"):
+        read_ply(path)
+
+
+# ---------------------------------------------------------------------- atomic writes
+
+
+def test_failed_validation_leaves_existing_file_untouched(good_file: Path) -> None:
+    before = good_file.read_bytes()
+    g = make_scene()
+    g.opacity_logits[2] = float("nan")
+    with pytest.raises(ValueError, match="opacity_logits"):
+        write_ply(good_file, g)
+    assert good_file.read_bytes() == before
+    assert sorted(p.name for p in good_file.parent.iterdir()) == [good_file.name]
+
+
+def test_failure_mid_write_removes_temp_file(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = good_file.read_bytes()
+
+    def broken_write(self: PlyData, stream: BinaryIO) -> None:
+        stream.write(b"ply\nformat binary_little_endian 1.0\n")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plyfile.PlyData, "write", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_ply(good_file, make_scene())
+    assert good_file.read_bytes() == before
+    assert sorted(p.name for p in good_file.parent.iterdir()) == [good_file.name]
+
+
+def test_write_creates_only_the_target(tmp_path: Path) -> None:
+    write_ply(tmp_path / "a.ply", make_scene())
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ply"]
+    with pytest.raises(FileNotFoundError):
+        write_ply(tmp_path / "missing_dir" / "a.ply", make_scene())
