@@ -514,6 +514,13 @@ class Cameras:
                 raise TypeError(f"{name} must be a floating-point torch.Tensor, got {value!r}")
         check_shape("camtoworlds", self.camtoworlds, (None, 4, 4))
         check_shape("Ks", self.Ks, (len(self.camtoworlds), 3, 3))
+        if len(self.camtoworlds) == 0:
+            raise ValueError("camtoworlds must hold at least one camera, got 0")
+        if (self.Ks.dtype, self.Ks.device) != (self.camtoworlds.dtype, self.camtoworlds.device):
+            raise ValueError(
+                f"Ks ({self.Ks.dtype}, {self.Ks.device}) must match camtoworlds "
+                f"({self.camtoworlds.dtype}, {self.camtoworlds.device}) in dtype and device"
+            )
         check_image_size(self.width, self.height)
         check_finite("Ks", self.Ks)
         _check_rigid("camtoworlds", self.camtoworlds)

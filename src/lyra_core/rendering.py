@@ -16,6 +16,7 @@ centres on integer coordinates).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +34,9 @@ from .projection import corner_based_Ks, project_gaussians
 from .spherical_harmonics import sh_to_rgb
 
 Backend = Literal["auto", "gsplat", "torch", "reference"]
+
+GSPLAT_TILE_SIZE = 16
+TORCH_TILE_SIZE = 8  # smaller tiles waste fewer (Gaussian, pixel) evaluations on CPU
 
 
 @dataclass
@@ -79,7 +83,7 @@ def render(
         gaussians: the scene (N Gaussians, any SH degree up to 3).
         cameras: C cameras sharing one image size.
         background: RGB in [0, 1] behind the scene, default black.
-        near, far: camera z range rendered, meters (0 < near < far).
+        near, far: camera z range rendered, meters (0 < near < far), converted with float().
         backend: ``"auto"``, ``"gsplat"``, ``"torch"`` or ``"reference"``.
         eps2d: low-pass dilation of the 2D covariances, pixels^2.
         tile_size: tile edge in pixels; default 16 for gsplat, 8 for torch (fastest on CPU).
@@ -91,6 +95,7 @@ def render(
     """
     gaussians.validate()
     _check_planes(near, far)
+    _check_tiling(tile_size, chunk_size)
     bg = _background_tensor(background, cameras.Ks)
     chosen = _choose_backend(backend, cameras.Ks.device)
     if len(gaussians) == 0:
@@ -98,7 +103,13 @@ def render(
     gaussians = gaussians.to(device=cameras.Ks.device, dtype=cameras.Ks.dtype)
     if chosen == "gsplat":
         rgb, alpha, depth = render_gsplat(
-            gaussians, cameras, bg, near=near, far=far, eps2d=eps2d, tile_size=tile_size or 16
+            gaussians,
+            cameras,
+            bg,
+            near=float(near),
+            far=float(far),
+            eps2d=eps2d,
+            tile_size=tile_size or GSPLAT_TILE_SIZE,
         )
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, backend=chosen)
 
@@ -113,15 +124,15 @@ def render(
         cameras.width,
         cameras.height,
         eps2d=eps2d,
-        near=near,
-        far=far,
+        near=float(near),
+        far=float(far),
     )
     colors = sh_to_rgb(gaussians.sh, gaussians.means, cameras.centers)  # (C, N, 3)
     features = torch.cat([colors, projected.depths[..., None]], dim=-1)
     if chosen == "torch":
         accumulated, trans = rasterize_tiles(
             projected, features, opacities, cameras.width, cameras.height,
-            tile_size=tile_size or 8, chunk_size=chunk_size,
+            tile_size=tile_size or TORCH_TILE_SIZE, chunk_size=chunk_size,
         )  # fmt: skip
     else:
         accumulated, trans = rasterize_reference(
@@ -149,10 +160,21 @@ def _choose_backend(backend: str, device: torch.device) -> str:
 
 def _check_planes(near: float, far: float) -> None:
     for name, value in (("near", near), ("far", far)):
-        if not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        number = float(value) if isinstance(value, numbers.Real) else math.nan
+        if isinstance(value, bool) or math.isnan(number) or number <= 0:
             raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    if not near < far:
+    if not float(near) < float(far):
         raise ValueError(f"near ({near}) must be smaller than far ({far})")
+
+
+def _check_tiling(tile_size: int | None, chunk_size: int) -> None:
+    for name, value in (("tile_size", tile_size), ("chunk_size", chunk_size)):
+        if value is None and name == "tile_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _background_tensor(background: Sequence[float] | Tensor | None, like: Tensor) -> Tensor:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project virtualenv and install the pinned dependencies into it.
+#
+#   scripts/setup_env.sh            # core + test tools
+#   LYRA_CUDA=1 scripts/setup_env.sh  # also the CUDA extras (requirements/cuda.txt)
+#
+# Environment:
+#   LYRA_VENV             virtualenv folder (default: .venv in the repository)
+#   PYTHON                interpreter that creates it (default: python3, must be 3.11+)
+#   LYRA_TORCH_INDEX_URL  extra pip index for torch, e.g. PyTorch's CPU wheel index, to avoid
+#                         the multi-GB CUDA build on machines without a GPU
+# Re-running is cheap: it installs again only when a requirements file or setup.py changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${LYRA_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+torch_spec="torch==2.13.0"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating virtualenv $venv"
+  "$python" -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+
+stamp="$venv/.lyra-setup"
+want="$(cat "$root"/requirements/*.txt "$root/setup.py" | sha256sum | cut -d' ' -f1)-cuda${LYRA_CUDA:-0}"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "[setup] installing $torch_spec (first, so nothing pulls another build)"
+if [ -n "${LYRA_TORCH_INDEX_URL:-}" ]; then
+  pip install --quiet --extra-index-url "$LYRA_TORCH_INDEX_URL" "$torch_spec"
+else
+  pip install --quiet "$torch_spec"
+fi
+echo "[setup] installing requirements/core.txt and requirements/dev.txt"
+pip install --quiet "$torch_spec" -r "$root/requirements/core.txt" -r "$root/requirements/dev.txt"
+if [ "${LYRA_CUDA:-0}" = "1" ]; then
+  echo "[setup] installing requirements/cuda.txt"
+  pip install --quiet "$torch_spec" -r "$root/requirements/cuda.txt"
+fi
+echo "[setup] installing lyra (editable)"
+pip install --quiet --no-deps --no-build-isolation -e "$root"
+echo "$want" > "$stamp"
