@@ -18,6 +18,7 @@ Usage: python benchmarks/render.py [--sizes 10000 100000 1000000] [--out benchma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -80,10 +81,8 @@ def _reset_peak(device: torch.device) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device)
-    try:  # Linux: writing 5 resets VmHWM of this process
+    with contextlib.suppress(OSError):  # Linux: writing 5 resets VmHWM of this process
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return _rss_now_bytes()
 
 
