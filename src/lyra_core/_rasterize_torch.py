@@ -30,6 +30,8 @@ MAX_ALPHA = 0.999
 _LOG_MAX_ALPHA = math.log(MAX_ALPHA)
 _LOG_ALPHA_THRESHOLD = math.log(ALPHA_THRESHOLD)
 _LOG_MIN_ALPHA = _LOG_ALPHA_THRESHOLD - 1.0
+# alpha >= 1/255  <=>  alpha > this (the float32 just below 1/255)
+_BELOW_ALPHA_THRESHOLD = torch.nextafter(torch.tensor(ALPHA_THRESHOLD), torch.tensor(0.0)).item()
 TRANSMITTANCE_EPS = 1e-4
 
 
@@ -168,7 +170,9 @@ def _composite_chunk(chunk: Tensor, basis: Tensor, trans_start: Tensor) -> tuple
     log_alpha = (chunk[..., :6] @ basis).clamp(_LOG_MIN_ALPHA, _LOG_MAX_ALPHA)  # (A, 1+K, pix)
     alpha = torch.exp(log_alpha)
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, 0.0)
-    trans = trans_start[:, None] * torch.cumprod(1.0 - alpha, dim=1)  # after each Gaussian
+    # Row 0 is the padding slot (alpha 0): it carries the starting transmittance.
+    factors = torch.cat([trans_start[:, None], 1.0 - alpha[:, 1:]], dim=1)
+    trans = torch.cumprod(factors, dim=1)  # transmittance after each Gaussian
     keep = trans[:, 1:] > TRANSMITTANCE_EPS
     weights = torch.where(keep, trans[:, :-1] - trans[:, 1:], 0.0)  # = alpha * T before it
     return torch.einsum("akp,akd->adp", weights, chunk[:, 1:, 6:]), ~keep[:, -1]
@@ -177,10 +181,16 @@ def _composite_chunk(chunk: Tensor, basis: Tensor, trans_start: Tensor) -> tuple
 def _composite_chunk_inplace(
     chunk: Tensor, basis: Tensor, trans_start: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """:func:`_composite_chunk` with in-place updates (no autograd), ~2.5x faster on CPU."""
+    """:func:`_composite_chunk` without autograd, in one buffer: ~3x faster on CPU.
+
+    ``threshold_`` zeroes contributions below 1/255 in one pass; row 0 (the padding slot,
+    alpha 0) carries the starting transmittance into the cumulative product.
+    """
     trans = (chunk[..., :6] @ basis).clamp_(_LOG_MIN_ALPHA, _LOG_MAX_ALPHA).exp_()  # alpha
-    trans.masked_fill_(trans < ALPHA_THRESHOLD, 0.0)
-    trans.neg_().add_(1.0).cumprod_(dim=1).mul_(trans_start[:, None])
+    torch.nn.functional.threshold_(trans, _BELOW_ALPHA_THRESHOLD, 0.0)
+    trans.neg_().add_(1.0)  # 1 - alpha
+    trans[:, 0] = trans_start
+    trans.cumprod_(dim=1)  # transmittance after each Gaussian, row 0 = before the chunk
     keep = trans[:, 1:] > TRANSMITTANCE_EPS
     weights = (trans[:, :-1] - trans[:, 1:]).mul_(keep)
     return torch.einsum("akp,akd->adp", weights, chunk[:, 1:, 6:]), ~keep[:, -1]
