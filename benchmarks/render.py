@@ -18,12 +18,15 @@ Usage: python benchmarks/render.py [--sizes 10000 100000 1000000] [--out benchma
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import multiprocessing
+import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,69 +65,61 @@ def _time(fn: Callable[[], object], device: torch.device, min_repeats: int, budg
     return statistics.median(times)
 
 
-def _rss_peak_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+class _PeakRss:
+    """Peak resident memory of this process while the block runs, sampled every millisecond.
+
+    torch releases the GIL inside its kernels, so the sampling thread sees their buffers.
+    """
+
+    def __enter__(self) -> _PeakRss:
+        self.baseline = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def extra_bytes(self) -> int:
+        return self.peak - self.baseline
 
 
-def _rss_now_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _reset_peak(device: torch.device) -> int:
-    """Reset the peak-memory counter; returns the current usage it is measured against."""
+def _peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Extra memory of one call over what was allocated before it (GPU: allocator peak)."""
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    with contextlib.suppress(OSError):  # Linux: writing 5 resets VmHWM of this process
-        Path("/proc/self/clear_refs").write_text("5")
-    return _rss_now_bytes()
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with _PeakRss() as peak:
+        fn()
+    return peak.extra_bytes / 2**20
 
 
-def _peak_since(device: torch.device, baseline: int) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) - baseline
-    return max(_rss_peak_bytes() - baseline, 0)
-
-
-def _measure(
-    scene: Gaussians, cams: Cameras, backend: str, args: argparse.Namespace
-) -> dict[str, float]:
-    device = cams.Ks.device
-
-    def run() -> object:
-        with torch.inference_mode():
-            return render(scene, cams, backend=backend)
-
-    baseline = _reset_peak(device)
-    seconds = _time(run, device, args.repeats, args.budget)
-    peak = _peak_since(device, baseline)
-    return {"ms": seconds * 1e3, "fps": 1.0 / seconds, "peak_mem_mb": peak / 2**20}
-
-
-def _autograd_seconds(scene: Gaussians, cams: Cameras, args: argparse.Namespace) -> float:
-    params = scene.means.clone().requires_grad_(True)
-    trainable = Gaussians(
-        means=params,
-        quats=scene.quats,
-        log_scales=scene.log_scales,
-        opacity_logits=scene.opacity_logits,
-        sh=scene.sh,
-    )
-    return _time(
-        lambda: render(trainable, cams, backend="torch"), cams.Ks.device, 2, args.budget / 2
-    )
+def _trainable(scene: Gaussians) -> Gaussians:
+    """The scene with every parameter requiring grad, as in training."""
+    tensors = (scene.means, scene.quats, scene.log_scales, scene.opacity_logits, scene.sh)
+    return Gaussians(*(t.clone().requires_grad_(True) for t in tensors))
 
 
 def _reference_seconds(scene: Gaussians, cams: Cameras, budget: float) -> float | None:
     """Time of one brute-force render, or None when its estimate exceeds the budget."""
-    pixels = cams.width * cams.height
-    estimate = len(scene) * pixels * 2e-8  # ~20 ns per Gaussian-pixel on 2 CPU cores
+    estimate = len(scene) * cams.width * cams.height * 1e-8  # ~10 ns per Gaussian-pixel, 2 cores
     if estimate > budget:
         return None
     start = time.perf_counter()
@@ -133,40 +128,62 @@ def _reference_seconds(scene: Gaussians, cams: Cameras, budget: float) -> float 
     return time.perf_counter() - start
 
 
+def measure_case(size: int, width: int, height: int, device_name: str, backend: str, args) -> dict:
+    """One row of the table. Runs in a fresh process so that peak memory is this case's own."""
+    device = torch.device(device_name)
+    scene = procedural_room(size, seed=0).to(device)
+    cams = _room_camera(width, height, device)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return render(scene, cams, backend=backend)
+
+    peak_mb = _peak_memory_mb(run, device)  # first call of the process: also the warm-up
+    seconds = _time(run, device, args.repeats, args.budget)
+    trainable = _trainable(scene)
+    autograd = _time(lambda: render(trainable, cams, backend=backend), device, args.repeats, 1.0)
+    row = {
+        "gaussians": size,
+        "width": width,
+        "height": height,
+        "device": device.type,
+        "backend": backend,
+        "ms": round(seconds * 1e3, 2),
+        "fps": round(1.0 / seconds, 2),
+        "peak_mem_mb": round(peak_mb, 1),
+        "autograd_forward_ms": round(autograd * 1e3, 2),
+        "vs_autograd": round(autograd / seconds, 2),
+        "vs_reference": None,
+    }
+    if device.type == "cpu":
+        reference = _reference_seconds(scene, cams, args.reference_budget)
+        if reference is not None:
+            row["reference_ms"] = round(reference * 1e3, 1)
+            row["vs_reference"] = round(reference / seconds, 1)
+    return row
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    cases = [
+        (size, width, height, device, backend)
+        for size in args.sizes
+        for width, height in RESOLUTIONS
+        for device in devices
+        for backend in (["torch", "gsplat"] if device == "cuda" else ["torch"])
+        if backend in available_backends()
+    ]
     rows = []
-    for size in args.sizes:
-        scene_cpu = procedural_room(size, seed=0)
-        for width, height in RESOLUTIONS:
-            for device in devices:
-                scene, cams = scene_cpu.to(device), _room_camera(width, height, device)
-                backends = ["torch"] + (["gsplat"] if device.type == "cuda" else [])
-                backends = [b for b in backends if b in available_backends()]
-                results = {b: _measure(scene, cams, b, args) for b in backends}
-                autograd = _autograd_seconds(scene, cams, args)
-                reference = None
-                if device.type == "cpu":
-                    reference = _reference_seconds(scene, cams, args.reference_budget)
-                for backend, res in results.items():
-                    row = {
-                        "gaussians": size,
-                        "width": width,
-                        "height": height,
-                        "device": device.type,
-                        "backend": backend,
-                        **{k: round(v, 2) for k, v in res.items()},
-                        "vs_autograd": round(autograd * 1e3 / res["ms"], 2),
-                        "vs_reference": (
-                            round(reference * 1e3 / res["ms"], 1) if reference else None
-                        ),
-                    }
-                    if "gsplat" in results and backend == "torch":
-                        row["gsplat_speedup"] = round(res["ms"] / results["gsplat"]["ms"], 2)
-                    rows.append(row)
-                    print(_format_row(row), flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    for case in cases:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            row = pool.submit(measure_case, *case, args).result()
+        rows.append(row)
+        print(_format_row(row), flush=True)
+    for row in rows:  # torch on CUDA against gsplat on the same case
+        if row["backend"] == "gsplat":
+            twin = next(r for r in rows if r["backend"] == "torch" and _same_case(r, row))
+            row["speedup_vs_torch_cuda"] = round(twin["ms"] / row["ms"], 2)
     return {
         "benchmark": "render",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -174,13 +191,22 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "scene": "lyra_core.scenes.procedural_room(seed=0), camera inside the room",
-        "targets": {
-            "cpu_100k_320x240_fps": 10.0,
-            "gsplat_h100_1M_640x480_fps": 200.0,
+        "scene": "lyra_core.scenes.procedural_room(seed=0), one camera inside the room",
+        "timing": "inference mode, median over repeats after a warm-up, one camera per call",
+        "memory": "peak extra resident memory (CPU, sampled) or allocator peak (CUDA) of one "
+        "render in a fresh process",
+        "baselines": {
+            "vs_autograd": "forward time with every parameter requiring grad / inference time",
+            "vs_reference": "brute-force per-pixel reference time / inference time",
+            "speedup_vs_torch_cuda": "torch backend on CUDA time / gsplat time",
         },
+        "targets": {"cpu_100k_320x240_fps": 10.0, "gsplat_h100_1M_640x480_fps": 200.0},
         "rows": rows,
     }
+
+
+def _same_case(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in ("gaussians", "width", "height", "device"))
 
 
 HEADER = (
