@@ -14,34 +14,11 @@ from plyfile import PlyData, PlyElement
 
 from lyra_core.gaussians import SH_C0, Gaussians
 from lyra_core.ply import PlyFormatError, read_ply, write_ply
-
-FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
-
-
-def make_scene(n: int = 16, sh_degree: int = 0, with_times: bool = False) -> Gaussians:
-    gen = torch.Generator().manual_seed(sh_degree * 2 + with_times)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen)
-
-    return Gaussians(
-        means=randn(n, 3),
-        quats=randn(n, 4),
-        log_scales=randn(n, 3),
-        opacity_logits=randn(n),
-        sh=randn(n, (sh_degree + 1) ** 2, 3),
-        times=randn(n) if with_times else None,
-    )
+from raw_scenes import FIELDS, assert_scenes_equal, make_scene
 
 
-def assert_scenes_equal(a: Gaussians, b: Gaussians) -> None:
-    for name in FIELDS:
-        x, y = getattr(a, name), getattr(b, name)
-        if x is None or y is None:
-            assert x is None and y is None, name
-        else:
-            assert x.dtype == y.dtype, name
-            assert torch.equal(x, y), name
+def ply_scene(n: int = 16, sh_degree: int = 0, with_times: bool = False) -> Gaussians:
+    return make_scene(n, sh_degree, with_times, seed=sh_degree * 2 + with_times)
 
 
 def standard_names(sh_degree: int, with_times: bool = False) -> list[str]:
@@ -82,7 +59,7 @@ def known_columns(n: int = 2) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("with_times", [False, True])
 @pytest.mark.parametrize("sh_degree", [0, 1, 2, 3])
 def test_round_trip_is_bit_exact(tmp_path: Path, sh_degree: int, with_times: bool) -> None:
-    g = make_scene(sh_degree=sh_degree, with_times=with_times)
+    g = ply_scene(sh_degree=sh_degree, with_times=with_times)
     g.means[0, 0] = -0.0
     g.log_scales[1, 1] = 1e-40  # float32 subnormal
     path = tmp_path / "scene.ply"
@@ -108,11 +85,11 @@ def test_empty_scene_round_trip(tmp_path: Path) -> None:
 
 
 def test_other_dtypes_are_written_as_float32(tmp_path: Path) -> None:
-    g = make_scene(sh_degree=1).to(dtype=torch.float64)
+    g = ply_scene(sh_degree=1).to(dtype=torch.float64)
     path = tmp_path / "f64.ply"
     write_ply(path, g)
     assert_scenes_equal(read_ply(path), g.to(dtype=torch.float32))
-    half = make_scene(sh_degree=1).to(dtype=torch.float16)
+    half = ply_scene(sh_degree=1).to(dtype=torch.float16)
     write_ply(path, half)
     assert_scenes_equal(read_ply(path), half.to(dtype=torch.float32))
 
@@ -124,7 +101,7 @@ def test_other_dtypes_are_written_as_float32(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sh_degree", [0, 3])
 def test_header_has_standard_layout(tmp_path: Path, sh_degree: int, with_times: bool) -> None:
     path = tmp_path / "scene.ply"
-    write_ply(path, make_scene(n=5, sh_degree=sh_degree, with_times=with_times))
+    write_ply(path, ply_scene(n=5, sh_degree=sh_degree, with_times=with_times))
     lines = header_lines(path)
     assert lines[:3] == ["ply", "format binary_little_endian 1.0", "element vertex 5"]
     assert lines[-1] == "end_header"
@@ -135,7 +112,7 @@ def test_header_has_standard_layout(tmp_path: Path, sh_degree: int, with_times: 
 
 
 def test_written_values_use_3dgs_conventions(tmp_path: Path) -> None:
-    g = make_scene(n=3, sh_degree=1, with_times=True)
+    g = ply_scene(n=3, sh_degree=1, with_times=True)
     path = tmp_path / "scene.ply"
     write_ply(path, g)
     v = PlyData.read(str(path))["vertex"].data
@@ -181,7 +158,7 @@ def test_reads_ascii_with_extra_properties_in_any_order(tmp_path: Path) -> None:
 
 
 def test_reads_big_endian(tmp_path: Path) -> None:
-    g = make_scene(sh_degree=2, with_times=True)
+    g = ply_scene(sh_degree=2, with_times=True)
     path = tmp_path / "scene.ply"
     write_ply(path, g)
     data = PlyData.read(str(path))["vertex"].data.copy()
@@ -196,7 +173,7 @@ def test_reads_big_endian(tmp_path: Path) -> None:
 @pytest.fixture
 def good_file(tmp_path: Path) -> Path:
     path = tmp_path / "good.ply"
-    write_ply(path, make_scene(n=8, sh_degree=1))
+    write_ply(path, ply_scene(n=8, sh_degree=1))
     return path
 
 
@@ -283,7 +260,7 @@ def test_non_finite_data(tmp_path: Path) -> None:
 
 def test_failed_validation_leaves_existing_file_untouched(good_file: Path) -> None:
     before = good_file.read_bytes()
-    g = make_scene()
+    g = ply_scene()
     g.opacity_logits[2] = float("nan")
     with pytest.raises(ValueError, match="opacity_logits"):
         write_ply(good_file, g)
@@ -302,13 +279,13 @@ def test_failure_mid_write_removes_temp_file(
 
     monkeypatch.setattr(plyfile.PlyData, "write", broken_write)
     with pytest.raises(OSError, match="disk full"):
-        write_ply(good_file, make_scene())
+        write_ply(good_file, ply_scene())
     assert good_file.read_bytes() == before
     assert sorted(p.name for p in good_file.parent.iterdir()) == [good_file.name]
 
 
 def test_write_creates_only_the_target(tmp_path: Path) -> None:
-    write_ply(tmp_path / "a.ply", make_scene())
+    write_ply(tmp_path / "a.ply", ply_scene())
     assert [p.name for p in tmp_path.iterdir()] == ["a.ply"]
     with pytest.raises(FileNotFoundError):
-        write_ply(tmp_path / "missing_dir" / "a.ply", make_scene())
+        write_ply(tmp_path / "missing_dir" / "a.ply", ply_scene())
