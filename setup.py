@@ -1,33 +1,26 @@
-"""Lyra ROS: one ROS 2 package (ament_python) that installs two Python packages:
+"""Lyra ROS, pip side: installs the Python packages of the ROS 2 package ``lyra_ros``:
 
 - ``lyra_core``: cameras, Gaussian scenes, rendering and the Lyra models, importable without ROS;
 - ``lyra_ros``: the ROS 2 world node.
 
-Pinned dependencies live in requirements/*.txt and are installed by scripts/setup_env.sh.
+In a colcon workspace the package builds with CMake (package.xml, CMakeLists.txt) and this file
+is not used. In a pip-only environment scripts/setup_env.sh installs this (editable) and builds
+the interfaces with scripts/build_ros_interfaces.py. Pinned dependencies: requirements/*.txt.
 """
-
-from glob import glob
 
 from setuptools import find_packages, setup
 
-PACKAGE = "lyra_ros"
-
 setup(
-    name=PACKAGE,
+    # Not "lyra_ros": the CMake interface build registers a distribution of that name.
+    name="lyra-world",
     version="0.1.0",
     description="ROS 2 simulation node serving camera views of Gaussian-splat worlds (Lyra)",
     license="Apache-2.0",
     python_requires=">=3.11",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    data_files=[
-        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-    ],
-    install_requires=["setuptools", "numpy", "scipy", "plyfile", "torch"],
-    zip_safe=True,
+    install_requires=["numpy", "scipy", "plyfile", "torch"],
+    zip_safe=False,
     entry_points={
         "console_scripts": [
             "lyra-demo = lyra_core.demo:main",

@@ -9,7 +9,8 @@
 #   PYTHON                interpreter that creates it (default: python3, must be 3.11+)
 #   LYRA_TORCH_INDEX_URL  extra pip index for torch, e.g. PyTorch's CPU wheel index, to avoid
 #                         the multi-GB CUDA build on machines without a GPU
-# Re-running is cheap: it installs again only when a requirements file or setup.py changed.
+# Re-running is cheap: it installs again only when a requirements file or setup.py changed, and
+# rebuilds the ROS interfaces (msg/, srv/ and tf2_msgs, with CMake) only when they changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LYRA_VENV:-$root/.venv}"
@@ -26,7 +27,8 @@ fi
 stamp="$venv/.lyra-setup"
 want="$(cat "$root"/requirements/*.txt "$root/setup.py" | sha256sum | cut -d' ' -f1)-cuda${LYRA_CUDA:-0}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+  # Packages are current; the interfaces rebuild only when msg/ or srv/ changed.
+  exec python "$root/scripts/build_ros_interfaces.py"
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -36,12 +38,14 @@ if [ -n "${LYRA_TORCH_INDEX_URL:-}" ]; then
 else
   pip install --quiet "$torch_spec"
 fi
-echo "[setup] installing requirements/core.txt and requirements/dev.txt"
-pip install --quiet "$torch_spec" -r "$root/requirements/core.txt" -r "$root/requirements/dev.txt"
+echo "[setup] installing requirements/core.txt, dev.txt and ros.txt (ROS 2 from wheels)"
+pip install --quiet "$torch_spec" -r "$root/requirements/core.txt" -r "$root/requirements/dev.txt" \
+  -r "$root/requirements/ros.txt"
 if [ "${LYRA_CUDA:-0}" = "1" ]; then
   echo "[setup] installing requirements/cuda.txt"
   pip install --quiet "$torch_spec" -r "$root/requirements/cuda.txt"
 fi
-echo "[setup] installing lyra (editable)"
+echo "[setup] installing lyra-world (editable: lyra_core, lyra_ros)"
 pip install --quiet --no-deps --no-build-isolation -e "$root"
+python "$root/scripts/build_ros_interfaces.py"
 echo "$want" > "$stamp"

@@ -7,6 +7,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 . "${LYRA_VENV:-$root/.venv}/bin/activate"
 cd "$root"
-ruff check src test benchmarks
-ruff format --check src test benchmarks
+ruff check src test benchmarks scripts
+ruff format --check src test benchmarks scripts
 python -m pytest "$@"
