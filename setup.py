@@ -24,6 +24,9 @@ setup(
     entry_points={
         "console_scripts": [
             "lyra-demo = lyra_core.demo:main",
+            "lyra-world = lyra_ros.world_node:main",
+            "lyra-demo-robot = lyra_ros.demo_robot:main",
+            "lyra-ros-demo = lyra_ros.demo:main",
         ],
     },
 )

@@ -7,12 +7,21 @@ float64 versions of a scene hold the same Gaussians.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 import pytest
 import torch
 
 from lyra_core.cameras import Cameras, Intrinsics, look_at
 from lyra_core.gaussians import SH_C0, Gaussians
+
+# ROS 2 tests talk over DDS between real processes: keep discovery on this machine, give every
+# test run its own domain (parallel runs must not see each other) and its own log folder.
+# Child processes inherit these.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="lyra-ros-log-"))
 
 WIDTH, HEIGHT = 64, 48
 """Default image size of the test cameras (small: the reference backend is brute force)."""

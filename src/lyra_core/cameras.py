@@ -86,7 +86,7 @@ def _check_trailing(name: str, value: Tensor, trailing: tuple[int, ...]) -> None
         raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
 
 
-def _check_rigid(name: str, T: Tensor) -> None:
+def check_rigid(name: str, T: Tensor) -> None:
     """Raise ``ValueError`` unless every ``T[..., :4, :4]`` is a finite rigid transform.
 
     Checks: finite entries, bottom row ``[0, 0, 0, 1]``, rotation block orthonormal within
@@ -427,7 +427,7 @@ def pose_from_translation_quaternion(
     return out
 
 
-def _rotation_to_quaternion_wxyz(R: Tensor) -> Tensor:
+def rotation_to_quaternion_wxyz(R: Tensor) -> Tensor:
     """Rotation matrices ``(..., 3, 3)`` -> unit quaternions ``(..., 4)`` as ``(w, x, y, z)``.
 
     Vectorised Shepperd method: build the four candidate quaternions, keep the numerically
@@ -479,7 +479,7 @@ def translation_quaternion_from_pose(T: Tensor) -> tuple[Tensor, Tensor]:
     """
     _check_trailing("T", T, (4, 4))
     check_finite("T", T)
-    q_wxyz = _rotation_to_quaternion_wxyz(T[..., :3, :3])
+    q_wxyz = rotation_to_quaternion_wxyz(T[..., :3, :3])
     return T[..., :3, 3].clone(), torch.cat([q_wxyz[..., 1:], q_wxyz[..., :1]], dim=-1)
 
 
@@ -523,7 +523,7 @@ class Cameras:
             )
         check_image_size(self.width, self.height)
         check_finite("Ks", self.Ks)
-        _check_rigid("camtoworlds", self.camtoworlds)
+        check_rigid("camtoworlds", self.camtoworlds)
 
     @classmethod
     def from_intrinsics(cls, camtoworlds: Tensor, intrinsics: Intrinsics) -> Cameras:

@@ -48,7 +48,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor
 
 from lyra_core._validation import check_finite, check_positive_number, check_shape
-from lyra_core.cameras import _check_rigid, look_at
+from lyra_core.cameras import check_rigid, look_at
 
 __all__ = [
     "LYRA_CIRCLE_RADII",
@@ -115,7 +115,7 @@ def _as_pose_tensor(name: str, value: Tensor | np.ndarray | Sequence, shape: tup
     """Convert to a tensor, check ``shape`` and that every pose is finite and rigid."""
     tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
     check_shape(name, tensor, shape)
-    _check_rigid(name, tensor)
+    check_rigid(name, tensor)
     return tensor
 
 

@@ -1,0 +1,51 @@
+"""Where the package's YAML configuration lives, and how console scripts pass it to ROS."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+PACKAGE = "lyra_ros"
+
+
+def config_path(name: str) -> Path:
+    """Path of ``config/<name>``: the installed share folder, else the source tree.
+
+    Raises:
+        FileNotFoundError: neither location has the file.
+    """
+    candidates = []
+    with contextlib.suppress(ImportError, LookupError):  # no ament index, or package not in it
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / name)
+    candidates.append(Path(__file__).resolve().parents[2] / "config" / name)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"config/{name} not found (looked in {', '.join(map(str, candidates))})"
+    )
+
+
+def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[str]:
+    """Turn ``[prog, --config FILE, ...]`` into rclpy arguments with ``--params-file FILE``.
+
+    Without ``--config`` the package's ``config/<default>`` is used; ``--config none`` uses no
+    file. Other arguments (``--ros-args ...``) pass through unchanged.
+    """
+    args = list(argv)
+    config: str | None = None
+    if "--config" in args:
+        index = args.index("--config")
+        if index + 1 >= len(args):
+            raise SystemExit("--config needs a file (or 'none')")
+        config = args[index + 1]
+        del args[index : index + 2]
+    if config is None:
+        config = str(config_path(default))
+    if config == "none":
+        return args
+    if not Path(config).is_file():
+        raise SystemExit(f"config file not found: {config}")
+    return [*args, "--ros-args", "--params-file", config]
