@@ -15,7 +15,7 @@ def config_path(name: str) -> Path:
         FileNotFoundError: neither location has the file.
     """
     candidates = []
-    with contextlib.suppress(ImportError, LookupError):  # no ament index, or package not in it
+    with contextlib.suppress(ImportError, LookupError, OSError):  # no ament index or no package
         from ament_index_python.packages import get_package_share_directory
 
         candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / name)

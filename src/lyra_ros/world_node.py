@@ -23,14 +23,13 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import rclpy
 import torch
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -85,6 +84,30 @@ WARN_PERIOD_S = 5.0
 
 
 @dataclass
+class RenderStats:
+    """Frames rendered and render time since the last report (logged every ``period`` s)."""
+
+    period: float = 10.0
+    frames: int = 0
+    seconds: float = 0.0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, seconds: float) -> None:
+        self.frames += 1
+        self.seconds += seconds
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= self.period
+
+    def report(self) -> str:
+        elapsed = time.monotonic() - self.since
+        text = (f"{self.frames / elapsed:.1f} frames/s, render "
+                f"{1e3 * self.seconds / max(self.frames, 1):.0f} ms/frame")  # fmt: skip
+        self.frames, self.seconds, self.since = 0, 0.0, time.monotonic()
+        return text
+
+
+@dataclass
 class SimCamera:
     """A simulated camera rendered at ``rate`` Hz from the tf pose of ``frame_id``."""
 
@@ -94,6 +117,7 @@ class SimCamera:
     rate: float
     topic: str
     publish_depth: bool
+    stats: RenderStats = field(default_factory=RenderStats)
 
 
 @dataclass
@@ -149,8 +173,12 @@ class WorldNode(Node):
         self._warned_no_info = False
 
         self.tf = TransformLookup(self, cache_time=p("tf_cache_time").value)
+        self._stop = threading.Event()
+        self._camera_threads: list[threading.Thread] = []
         self._create_interfaces()
         self._publish_status()
+        for thread in self._camera_threads:
+            thread.start()
         self.get_logger().info(
             f"lyra_world ready: world_frame={self.world_frame}, source={self.options.source}, "
             f"{len(self.cameras)} simulated camera(s), tf via {self.tf.backend}, "
@@ -215,31 +243,22 @@ class WorldNode(Node):
     # ------------------------------------------------------------------ interfaces
 
     def _create_interfaces(self) -> None:
-        inputs = MutuallyExclusiveCallbackGroup()
-        services = ReentrantCallbackGroup()
         if self.get_parameter("image_transport").value == "compressed":
             self.create_subscription(
                 CompressedImage, "image/compressed", self._on_image, SENSOR_QOS,
-                callback_group=inputs,
             )  # fmt: skip
         else:
-            self.create_subscription(
-                Image, "image", self._on_image, SENSOR_QOS, callback_group=inputs
-            )
-        self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS, callback_group=inputs
-        )
+            self.create_subscription(Image, "image", self._on_image, SENSOR_QOS)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
         if self.get_parameter("use_depth").value:
-            self.create_subscription(
-                Image, "depth", self._on_depth, SENSOR_QOS, callback_group=inputs
-            )
+            self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS)
         self._status_pub = self.create_publisher(WorldStatus, "~/status", LATCHED_QOS)
         self._points_pub = self.create_publisher(PointCloud2, "~/world_points", LATCHED_QOS)
-        self.create_service(Trigger, "~/reset_world", self._on_reset, callback_group=services)
-        self.create_service(BuildWorld, "~/build_world", self._on_build, callback_group=services)
-        self.create_service(RenderView, "~/render_view", self._on_render, callback_group=services)
-        self.create_service(WorldFile, "~/save_world", self._on_save, callback_group=services)
-        self.create_service(WorldFile, "~/load_world", self._on_load, callback_group=services)
+        self.create_service(Trigger, "~/reset_world", self._on_reset)
+        self.create_service(BuildWorld, "~/build_world", self._on_build)
+        self.create_service(RenderView, "~/render_view", self._on_render)
+        self.create_service(WorldFile, "~/save_world", self._on_save)
+        self.create_service(WorldFile, "~/load_world", self._on_load)
         for camera in self.cameras:
             self._create_camera_output(camera)
 
@@ -252,10 +271,35 @@ class WorldNode(Node):
             else None
         )
 
-        def tick() -> None:
-            self._render_camera(camera, image_pub, info_pub, depth_pub)
+        thread = threading.Thread(
+            target=self._camera_loop,
+            args=(camera, image_pub, info_pub, depth_pub),
+            name=f"lyra_camera_{camera.name}",
+            daemon=True,
+        )
+        self._camera_threads.append(thread)
 
-        self.create_timer(1.0 / camera.rate, tick, callback_group=MutuallyExclusiveCallbackGroup())
+    def _camera_loop(self, camera: SimCamera, image_pub, info_pub, depth_pub) -> None:
+        """Render one camera at its rate in its own thread (late frames are dropped, not queued).
+
+        Rendering runs outside the executor: an executor thread busy for ~100 ms per frame
+        would delay tf, images and services, and rclpy's MultiThreadedExecutor spins a core
+        while a long callback runs.
+        """
+        period = 1.0 / camera.rate
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._render_camera(camera, image_pub, info_pub, depth_pub)
+            except Exception as err:  # a camera thread must outlive any single frame
+                if not self.context.ok():  # shutting down: the publishers are gone
+                    return
+                self._warn_throttled(camera.name, f"camera {camera.name}: {err!r}")
+            next_time += period
+            delay = next_time - time.monotonic()
+            if delay < 0:
+                next_time, delay = time.monotonic(), 0.0
+            self._stop.wait(delay)
 
     # ------------------------------------------------------------------ inputs
 
@@ -435,11 +479,15 @@ class WorldNode(Node):
         if not np.isfinite(matrix).all():
             self._warn_throttled(camera.name, f"camera {camera.name}: pose has NaN/inf, skipped")
             return
+        start = time.perf_counter()
         try:
             rgb, depth = self._render_matrix(matrix, camera.intrinsics, world)
         except ValueError as err:
             self._warn_throttled(camera.name, f"camera {camera.name}: render failed: {err}")
             return
+        camera.stats.add(time.perf_counter() - start)
+        if camera.stats.due():
+            self.get_logger().info(f"camera {camera.name}: {camera.stats.report()}")
         header = Image().header
         header.stamp = stamp.to_msg()
         header.frame_id = camera.frame_id
@@ -470,7 +518,7 @@ class WorldNode(Node):
         response.success, response.message = True, "world dropped; waiting for the next image"
         return response
 
-    def _on_build(self, request: BuildWorld.Request, response: BuildWorld.Response):
+    async def _on_build(self, request: BuildWorld.Request, response: BuildWorld.Response):
         if self._busy():
             response.success, response.message = False, "busy: a build is running"
             return response
@@ -484,7 +532,7 @@ class WorldNode(Node):
                 return self._to_input_frame(request.image, depth, info)
 
         options = replace(self.options, source=request.source or self.options.source)
-        success, message = self._start_build(make_inputs, options).result()
+        success, message = await _awaitable(self._start_build(make_inputs, options))
         response.success, response.message = success, message
         with self._lock:
             response.gaussian_count = self._status.gaussian_count if success else 0
@@ -541,8 +589,18 @@ class WorldNode(Node):
         return response
 
     def destroy_node(self) -> None:
+        self._stop.set()
+        for thread in self._camera_threads:
+            thread.join(timeout=5.0)
         self._builder.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
+
+
+def _awaitable(future: Future) -> rclpy.task.Future:
+    """An rclpy future completed by a concurrent.futures one (awaitable in callbacks)."""
+    result = rclpy.task.Future()
+    future.add_done_callback(lambda done: result.set_result(done.result()))
+    return result
 
 
 def _camera_intrinsics(value: dict) -> Intrinsics:
@@ -564,7 +622,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = WorldNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
