@@ -29,7 +29,8 @@ import numpy as np
 import rclpy
 import torch
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -59,7 +60,7 @@ from lyra_ros.conversions import (
 )
 from lyra_ros.msg import WorldStatus
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
-from lyra_ros.tf_buffer import TfError, TransformLookup
+from lyra_ros.tf_buffer import TfError, TfExtrapolationError, TransformLookup
 from lyra_ros.world_builder import BuildOptions, WorldBuildError, build_world
 
 SENSOR_QOS = QoSProfile(
@@ -254,11 +255,15 @@ class WorldNode(Node):
             self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS)
         self._status_pub = self.create_publisher(WorldStatus, "~/status", LATCHED_QOS)
         self._points_pub = self.create_publisher(PointCloud2, "~/world_points", LATCHED_QOS)
-        self.create_service(Trigger, "~/reset_world", self._on_reset)
-        self.create_service(BuildWorld, "~/build_world", self._on_build)
-        self.create_service(RenderView, "~/render_view", self._on_render)
-        self.create_service(WorldFile, "~/save_world", self._on_save)
-        self.create_service(WorldFile, "~/load_world", self._on_load)
+        services = ReentrantCallbackGroup()  # a waiting build_world must not block the others
+        for kind, name, callback in (
+            (Trigger, "~/reset_world", self._on_reset),
+            (BuildWorld, "~/build_world", self._on_build),
+            (RenderView, "~/render_view", self._on_render),
+            (WorldFile, "~/save_world", self._on_save),
+            (WorldFile, "~/load_world", self._on_load),
+        ):
+            self.create_service(kind, name, callback, callback_group=services)
         for camera in self.cameras:
             self._create_camera_output(camera)
 
@@ -397,15 +402,24 @@ class WorldNode(Node):
         return True, f"built {len(built.gaussians)} Gaussians from {built.source}"
 
     def _anchor(self, frame: InputFrame) -> np.ndarray:
-        """Pose of the input camera in the world frame at the image stamp (identity if none)."""
+        """Pose of the input camera in the world frame at the image stamp.
+
+        Falls back to the latest transform when tf has nothing at the stamp, and to the
+        identity (with a warning) when the frame is not on tf at all.
+        """
         if not frame.frame_id or frame.frame_id == self.world_frame:
             return np.eye(4)
         try:
-            matrix, _ = self.tf.lookup_matrix(self.world_frame, frame.frame_id, frame.stamp, 0.5)
-            return matrix
+            return self.tf.lookup_matrix(self.world_frame, frame.frame_id, frame.stamp, 0.5)[0]
+        except TfExtrapolationError as err:
+            self.get_logger().warning(f"{err}; anchoring the world with the latest transform")
+        except TfError:
+            pass
+        try:
+            return self.tf.lookup_matrix(self.world_frame, frame.frame_id)[0]
         except TfError as err:
             self.get_logger().warning(
-                f"no tf {self.world_frame} <- {frame.frame_id} at the image stamp ({err}); "
+                f"no tf {self.world_frame} <- {frame.frame_id} ({err}); "
                 "anchoring the world at the identity"
             )
             return np.eye(4)
@@ -518,7 +532,7 @@ class WorldNode(Node):
         response.success, response.message = True, "world dropped; waiting for the next image"
         return response
 
-    async def _on_build(self, request: BuildWorld.Request, response: BuildWorld.Response):
+    def _on_build(self, request: BuildWorld.Request, response: BuildWorld.Response):
         if self._busy():
             response.success, response.message = False, "busy: a build is running"
             return response
@@ -532,7 +546,8 @@ class WorldNode(Node):
                 return self._to_input_frame(request.image, depth, info)
 
         options = replace(self.options, source=request.source or self.options.source)
-        success, message = await _awaitable(self._start_build(make_inputs, options))
+        # Waits in this executor thread; the other threads keep serving (reentrant group).
+        success, message = self._start_build(make_inputs, options).result()
         response.success, response.message = success, message
         with self._lock:
             response.gaussian_count = self._status.gaussian_count if success else 0
@@ -596,12 +611,6 @@ class WorldNode(Node):
         super().destroy_node()
 
 
-def _awaitable(future: Future) -> rclpy.task.Future:
-    """An rclpy future completed by a concurrent.futures one (awaitable in callbacks)."""
-    result = rclpy.task.Future()
-    future.add_done_callback(lambda done: result.set_result(done.result()))
-    return result
-
 
 def _camera_intrinsics(value: dict) -> Intrinsics:
     width, height = int(value["width"]), int(value["height"])
@@ -622,7 +631,9 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = WorldNode()
-        executor = SingleThreadedExecutor()
+        # Three threads: inputs, services, and a build_world call waiting for its build. Long
+        # work (rendering, building) runs in the node's own threads, never in a callback.
+        executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

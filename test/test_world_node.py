@@ -1,0 +1,361 @@
+"""The world node as a separate process, talking to this test process over DDS.
+
+Every test uses the real node (``python -m lyra_ros.world_node``) with a small YAML config; the
+test process publishes images, camera_info, depth and tf, receives rendered images and calls the
+services. conftest.py keeps DDS on this machine and gives the run its own domain.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import Pose, TransformStamped  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from lyra_core.cameras import Intrinsics  # noqa: E402
+from lyra_core.ply import read_ply  # noqa: E402
+from lyra_ros.conversions import (  # noqa: E402
+    depth_to_image,
+    image_to_depth_m,
+    image_to_rgb,
+    intrinsics_to_camera_info,
+    matrix_to_pose,
+    matrix_to_transform,
+    numpy_to_image,
+    pointcloud2_to_numpy,
+)
+from lyra_ros.msg import WorldStatus  # noqa: E402
+from lyra_ros.srv import BuildWorld, RenderView, WorldFile  # noqa: E402
+
+W, H = 64, 48
+INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, W, H)
+INPUT_FRAME = "input_optical"
+SIM_FRAME = "sim_optical"
+LATCHED = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+CONFIG = """
+lyra_world:
+  ros__parameters:
+    world_frame: map
+    depth_stride: 1
+    point_cloud_max_points: 1000
+    cameras: [cam, ghost]
+    camera:
+      cam:
+        frame_id: sim_optical
+        width: 64
+        height: 48
+        fx: 60.0
+        fy: 60.0
+        cx: 31.5
+        cy: 23.5
+        rate: 10.0
+        topic: sim/cam/image
+        publish_depth: true
+      ghost:
+        frame_id: frame_nobody_publishes
+        width: 32
+        height: 24
+        rate: 10.0
+        topic: sim/ghost/image
+"""
+
+
+def gradient_rgbd(width: int = W, height: int = H, depth: float = 2.0):
+    rows, cols = np.mgrid[0:height, 0:width]
+    rgb = np.stack(
+        [cols * 255 // width, rows * 255 // height, np.full_like(rows, 128)], axis=-1
+    ).astype(np.uint8)
+    return rgb, np.full((height, width), depth, np.float32)
+
+
+def input_pose() -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, 3] = [0.0, 0.0, 1.0]
+    return pose
+
+
+class Client:
+    """The test side: publishers, subscriptions and service clients of one world node."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.status: WorldStatus | None = None
+        self.images: dict[str, list[Image]] = {"cam": [], "ghost": [], "depth": [], "info": []}
+        self.points: PointCloud2 | None = None
+        n = node
+        self.image_pub = n.create_publisher(Image, "image", 10)
+        self.depth_pub = n.create_publisher(Image, "depth", 10)
+        self.info_pub = n.create_publisher(CameraInfo, "camera_info", 10)
+        self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
+        self.subs = [
+            n.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, LATCHED),
+            n.create_subscription(
+                PointCloud2, "/lyra_world/world_points", self._on_points, LATCHED
+            ),
+            n.create_subscription(Image, "sim/cam/image", self.images["cam"].append, 10),
+            n.create_subscription(Image, "sim/ghost/image", self.images["ghost"].append, 10),
+            n.create_subscription(Image, "sim/cam/depth", self.images["depth"].append, 10),
+            n.create_subscription(
+                CameraInfo, "sim/cam/camera_info", self.images["info"].append, 10
+            ),
+        ]
+        self.clients = {
+            "reset": n.create_client(Trigger, "/lyra_world/reset_world"),
+            "build": n.create_client(BuildWorld, "/lyra_world/build_world"),
+            "render": n.create_client(RenderView, "/lyra_world/render_view"),
+            "save": n.create_client(WorldFile, "/lyra_world/save_world"),
+            "load": n.create_client(WorldFile, "/lyra_world/load_world"),
+        }
+
+    def _on_status(self, msg: WorldStatus) -> None:
+        self.status = msg
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        self.points = msg
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = ""):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            if predicate():
+                return
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def call(self, name: str, request, timeout: float = 30.0):
+        client = self.clients[name]
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        future = client.call_async(request)
+        self.spin_until(future.done, timeout, f"service {name}")
+        return future.result()
+
+    def publish_tf(self, child: str, matrix: np.ndarray, stamp=None) -> None:
+        msg = TransformStamped()
+        msg.header.frame_id = "map"
+        msg.header.stamp = stamp or self.node.get_clock().now().to_msg()
+        msg.child_frame_id = child
+        msg.transform = matrix_to_transform(matrix)
+        self.tf_pub.publish(TFMessage(transforms=[msg]))
+
+    def publish_frame(self, rgb, depth, encoding="rgb8", info=True) -> None:
+        header = Image().header
+        header.stamp = self.node.get_clock().now().to_msg()
+        header.frame_id = INPUT_FRAME
+        self.publish_tf(INPUT_FRAME, input_pose(), header.stamp)
+        if info:
+            self.info_pub.publish(intrinsics_to_camera_info(
+                Intrinsics(60.0, 60.0, (rgb.shape[1] - 1) / 2, (rgb.shape[0] - 1) / 2,
+                           rgb.shape[1], rgb.shape[0]), header))  # fmt: skip
+        if depth is not None:
+            self.depth_pub.publish(depth_to_image(depth, header))
+        if encoding == "rgb8":
+            self.image_pub.publish(numpy_to_image(rgb, "rgb8", header))
+        else:  # a raw message with an encoding the node does not support
+            msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding)
+            msg.step, msg.data = rgb.shape[1] * 2, bytes(rgb.shape[0] * rgb.shape[1] * 2)
+            self.image_pub.publish(msg)
+
+    def wait_state(self, state: int, timeout: float = 30.0) -> WorldStatus:
+        self.spin_until(
+            lambda: self.status is not None and self.status.state == state, timeout,
+            f"world state {state} (now {self.status})",
+        )  # fmt: skip
+        return self.status
+
+
+def start_world_node(tmp_path: Path, config: str = CONFIG) -> subprocess.Popen:
+    path = tmp_path / "world.yaml"
+    path.write_text(config)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(subprocess.signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"world node did not stop on SIGINT:\n{output}") from None
+    assert process.returncode == 0, output
+    return output
+
+
+@pytest.fixture(scope="module")
+def ros_node():
+    rclpy.init()
+    node = rclpy.create_node("world_node_test_client")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world(ros_node, tmp_path_factory):
+    """One world node process for the module (tests below run in file order on its state)."""
+    process = start_world_node(tmp_path_factory.mktemp("world"))
+    client = Client(ros_node)
+    yield client, process
+    output = stop(process)
+    assert "Traceback" not in output, output
+
+
+def test_starts_waiting_then_builds_from_the_first_rgbd_frame(world):
+    client, _ = world
+    assert client.wait_state(WorldStatus.STATE_WAITING).world_frame == "map"
+    rgb, depth = gradient_rgbd()
+    client.spin_until(lambda: client.image_pub.get_subscription_count() > 0, what="node")
+    client.publish_frame(rgb, depth)
+    status = client.wait_state(WorldStatus.STATE_READY)
+    assert status.source == "depth" and status.gaussian_count == W * H
+    assert status.error == "" and status.build_seconds > 0
+
+
+def test_world_points_are_latched_capped_and_in_the_world_frame(world):
+    client, _ = world
+    client.spin_until(lambda: client.points is not None, what="world_points")
+    points, colors = pointcloud2_to_numpy(client.points)
+    assert client.points.header.frame_id == "map" and len(points) == 1000
+    # the input camera sits 1 m above the map origin: the plane is at z = 1 + 2
+    np.testing.assert_allclose(points[:, 2], 3.0, atol=1e-4)
+    assert colors[:, 2].min() >= 120  # the blue channel of the gradient is 128
+
+
+def test_simulated_camera_renders_at_its_tf_pose(world):
+    client, _ = world
+    for key in client.images:
+        client.images[key].clear()
+    client.publish_tf(SIM_FRAME, input_pose())
+    client.spin_until(lambda: len(client.images["cam"]) >= 2 and client.images["depth"],
+                      what="rendered images")  # fmt: skip
+    image = client.images["cam"][-1]
+    assert (image.width, image.height, image.encoding) == (W, H, "rgb8")
+    assert image.header.frame_id == SIM_FRAME
+    rgb, _ = gradient_rgbd()
+    inner = np.s_[4:-4, 4:-4]
+    assert np.abs(image_to_rgb(image)[inner].astype(int) - rgb[inner]).mean() < 8
+    depth = image_to_depth_m(client.images["depth"][-1])
+    np.testing.assert_allclose(np.median(depth), 2.0, atol=0.02)
+    info = client.images["info"][-1]
+    np.testing.assert_allclose(info.k, [60, 0, 31.5, 0, 60, 23.5, 0, 0, 1])
+
+
+def test_unknown_frame_is_skipped_and_the_node_keeps_running(world):
+    client, process = world
+    client.images["ghost"].clear()
+    client.images["cam"].clear()
+    client.publish_tf(SIM_FRAME, input_pose())
+    client.spin_for(1.0)
+    assert client.images["ghost"] == []
+    assert client.images["cam"], "the other camera must keep rendering"
+    assert process.poll() is None
+
+
+def test_render_view_service(world):
+    client, _ = world
+    request = RenderView.Request(
+        pose=matrix_to_pose(input_pose()), camera_info=intrinsics_to_camera_info(INTR)
+    )
+    response = client.call("render", request)
+    assert response.success, response.message
+    assert (response.image.width, response.image.height) == (W, H)
+    np.testing.assert_allclose(np.median(image_to_depth_m(response.depth)), 2.0, atol=0.02)
+
+    nan_pose = Pose()
+    nan_pose.position.x = math.nan
+    nan_pose.orientation.w = 1.0
+    bad = client.call("render", RenderView.Request(pose=nan_pose, camera_info=request.camera_info))
+    assert not bad.success and "nan" in bad.message.lower()
+    no_size = client.call("render", RenderView.Request(pose=request.pose))
+    assert not no_size.success and "bad request" in no_size.message
+
+
+def test_save_and_load_world(world, tmp_path):
+    client, process = world
+    path = tmp_path / "saved.ply"
+    saved = client.call("save", WorldFile.Request(path=str(path)))
+    assert saved.success and saved.gaussian_count == W * H
+    assert len(read_ply(path)) == W * H
+    unwritable = client.call("save", WorldFile.Request(path=str(tmp_path / "no" / "dir.ply")))
+    assert not unwritable.success
+
+    corrupt = tmp_path / "corrupt.ply"
+    corrupt.write_bytes(path.read_bytes()[:500])
+    failed = client.call("load", WorldFile.Request(path=str(corrupt)))
+    assert not failed.success and "corrupt.ply" in failed.message
+    assert process.poll() is None and client.status.state == WorldStatus.STATE_READY
+
+    loaded = client.call("load", WorldFile.Request(path=str(path)))
+    assert loaded.success and loaded.gaussian_count == W * H
+    client.spin_until(lambda: client.status.source == "ply", what="source ply")
+
+
+def test_bad_inputs_set_an_error_and_keep_the_node_alive(world):
+    client, process = world
+    assert client.call("reset", Trigger.Request()).success
+    client.wait_state(WorldStatus.STATE_WAITING)
+    rgb, depth = gradient_rgbd()
+    client.publish_frame(rgb, depth, encoding="yuv422")
+    status = client.wait_state(WorldStatus.STATE_ERROR)
+    assert "yuv422" in status.error
+
+    assert client.call("reset", Trigger.Request()).success
+    client.wait_state(WorldStatus.STATE_WAITING)
+    client.publish_frame(rgb, depth[:20])  # depth does not match the colour image
+    status = client.wait_state(WorldStatus.STATE_ERROR)
+    assert "registered" in status.error
+    assert process.poll() is None
+
+
+def test_build_world_from_a_request_image_and_busy_answers(world):
+    client, _ = world
+    rgb, depth = gradient_rgbd(1600, 1200, depth=3.0)  # ~1.9M Gaussians: a build that takes time
+    request = BuildWorld.Request(
+        use_latest=False, image=numpy_to_image(rgb, "rgb8"), depth=depth_to_image(depth)
+    )
+    client.clients["build"].wait_for_service(timeout_sec=10)
+    future = client.clients["build"].call_async(request)
+    client.wait_state(WorldStatus.STATE_BUILDING)
+    busy = client.call("reset", Trigger.Request())
+    assert not busy.success and "busy" in busy.message
+    client.spin_until(future.done, 60, "build_world")
+    response = future.result()
+    assert response.success, response.message
+    assert response.gaussian_count == 1600 * 1200 and response.build_seconds > 0
+    assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == 1600 * 1200
+
+
+def test_missing_camera_info_uses_default_intrinsics(ros_node, tmp_path):
+    process = start_world_node(tmp_path, CONFIG.replace("cameras: [cam, ghost]", "cameras: [cam]"))
+    try:
+        client = Client(ros_node)
+        client.wait_state(WorldStatus.STATE_WAITING)
+        client.spin_until(lambda: client.image_pub.get_subscription_count() > 0, what="node")
+        rgb, depth = gradient_rgbd()
+        client.publish_frame(rgb, depth, info=False)
+        assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == W * H
+    finally:
+        output = stop(process)
+    assert "no camera_info received" in output
