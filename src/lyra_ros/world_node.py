@@ -18,6 +18,7 @@ documented in the README and config/world.yaml.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -29,8 +30,7 @@ import numpy as np
 import rclpy
 import torch
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -255,15 +255,14 @@ class WorldNode(Node):
             self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS)
         self._status_pub = self.create_publisher(WorldStatus, "~/status", LATCHED_QOS)
         self._points_pub = self.create_publisher(PointCloud2, "~/world_points", LATCHED_QOS)
-        services = ReentrantCallbackGroup()  # a waiting build_world must not block the others
         for kind, name, callback in (
             (Trigger, "~/reset_world", self._on_reset),
-            (BuildWorld, "~/build_world", self._on_build),
             (RenderView, "~/render_view", self._on_render),
             (WorldFile, "~/save_world", self._on_save),
             (WorldFile, "~/load_world", self._on_load),
         ):
-            self.create_service(kind, name, callback, callback_group=services)
+            self.create_service(kind, name, callback)
+        self._create_build_service()
         for camera in self.cameras:
             self._create_camera_output(camera)
 
@@ -375,6 +374,26 @@ class WorldNode(Node):
         return Intrinsics(fx, fx, (width - 1) / 2, (height - 1) / 2, width, height)
 
     # ------------------------------------------------------------------ building
+
+    def _create_build_service(self) -> None:
+        """``~/build_world`` answers when its build is done, so it waits; it is served by a
+        helper node (``<name>_build``) spun by its own executor thread so that the wait never
+        blocks this node's executor (rclpy's MultiThreadedExecutor spins a core, and a
+        coroutine callback starves a SingleThreadedExecutor)."""
+        self._build_node = rclpy.create_node(f"{self.get_name()}_build", context=self.context)
+        self._build_node.create_service(
+            BuildWorld, f"{self.get_fully_qualified_name()}/build_world", self._on_build
+        )
+        self._build_executor = SingleThreadedExecutor(context=self.context)
+        self._build_executor.add_node(self._build_node)
+        self._build_thread = threading.Thread(
+            target=self._spin_build_service, name="lyra_build_service", daemon=True
+        )
+        self._build_thread.start()
+
+    def _spin_build_service(self) -> None:
+        with contextlib.suppress(ExternalShutdownException, rclpy.executors.ShutdownException):
+            self._build_executor.spin()
 
     def _busy(self) -> bool:
         return self._build_future is not None and not self._build_future.done()
@@ -546,7 +565,8 @@ class WorldNode(Node):
                 return self._to_input_frame(request.image, depth, info)
 
         options = replace(self.options, source=request.source or self.options.source)
-        # Waits in this executor thread; the other threads keep serving (reentrant group).
+        # Runs in the build-service thread (see _create_build_service): waiting here does not
+        # stop the node's executor from serving everything else.
         success, message = self._start_build(make_inputs, options).result()
         response.success, response.message = success, message
         with self._lock:
@@ -604,12 +624,14 @@ class WorldNode(Node):
         return response
 
     def destroy_node(self) -> None:
+        self._build_executor.shutdown(timeout_sec=1.0)
+        self._build_thread.join(timeout=5.0)
+        self._build_node.destroy_node()
         self._stop.set()
         for thread in self._camera_threads:
             thread.join(timeout=5.0)
         self._builder.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
-
 
 
 def _camera_intrinsics(value: dict) -> Intrinsics:
@@ -631,9 +653,8 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = WorldNode()
-        # Three threads: inputs, services, and a build_world call waiting for its build. Long
-        # work (rendering, building) runs in the node's own threads, never in a callback.
-        executor = MultiThreadedExecutor(num_threads=3)
+        # One executor thread: long work (rendering, building) runs in the node's own threads.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
