@@ -169,7 +169,6 @@ class WorldNode(Node):
         self._latest_depth: Image | None = None
         self._latest_info: CameraInfo | None = None
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyra_build")
-        self._build_future: Future | None = None
         self._last_warning: dict[str, float] = {}
         self._warned_no_info = False
 
@@ -328,7 +327,7 @@ class WorldNode(Node):
             waiting = self._world is None and self._status.state == WorldStatus.STATE_WAITING
             have_depth = self._latest_depth is not None or not self.get_parameter("use_depth").value
             ready = self._latest_image is not None and have_depth
-        if waiting and ready and not self._busy():
+        if waiting and ready:
             self._start_build(self._latest_inputs)
 
     def _latest_inputs(self) -> InputFrame:
@@ -396,13 +395,23 @@ class WorldNode(Node):
             self._build_executor.spin()
 
     def _busy(self) -> bool:
-        return self._build_future is not None and not self._build_future.done()
+        with self._lock:
+            return self._status.state == WorldStatus.STATE_BUILDING
 
-    def _start_build(self, make_inputs, options: BuildOptions | None = None) -> Future:
-        """Run a build in the worker thread; ``make_inputs()`` runs there too."""
-        self._set_state(WorldStatus.STATE_BUILDING)
-        self._build_future = self._builder.submit(self._build, make_inputs, options or self.options)
-        return self._build_future
+    def _start_build(self, make_inputs, options: BuildOptions | None = None) -> Future | None:
+        """Start a build in the worker thread (``make_inputs()`` runs there too).
+
+        Returns None, starting nothing, when a build is already running. The state goes to
+        BUILDING here and leaves it only when the build has finished, so "busy" answers are
+        exact.
+        """
+        with self._lock:
+            if self._status.state == WorldStatus.STATE_BUILDING:
+                return None
+            self._status.state = WorldStatus.STATE_BUILDING
+            future = self._builder.submit(self._build, make_inputs, options or self.options)
+        self._publish_status()
+        return future
 
     def _build(self, make_inputs, options: BuildOptions) -> tuple[bool, str]:
         try:
@@ -538,10 +547,10 @@ class WorldNode(Node):
     # ------------------------------------------------------------------ services
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
-        if self._busy():
-            response.success, response.message = False, "busy: a build is running"
-            return response
         with self._lock:
+            if self._status.state == WorldStatus.STATE_BUILDING:
+                response.success, response.message = False, "busy: a build is running"
+                return response
             self._world = None
             self._status = WorldStatus(
                 state=WorldStatus.STATE_WAITING, world_frame=self.world_frame
@@ -552,9 +561,6 @@ class WorldNode(Node):
         return response
 
     def _on_build(self, request: BuildWorld.Request, response: BuildWorld.Response):
-        if self._busy():
-            response.success, response.message = False, "busy: a build is running"
-            return response
         if request.use_latest:
             make_inputs = self._latest_inputs
         else:
@@ -567,7 +573,11 @@ class WorldNode(Node):
         options = replace(self.options, source=request.source or self.options.source)
         # Runs in the build-service thread (see _create_build_service): waiting here does not
         # stop the node's executor from serving everything else.
-        success, message = self._start_build(make_inputs, options).result()
+        build = self._start_build(make_inputs, options)
+        if build is None:
+            response.success, response.message = False, "busy: a build is running"
+            return response
+        success, message = build.result()
         response.success, response.message = success, message
         with self._lock:
             response.gaussian_count = self._status.gaussian_count if success else 0
