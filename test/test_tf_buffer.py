@@ -495,3 +495,15 @@ def test_lookup_over_dds(ros_context, tf_publisher, backend):
         executor.remove_node(node)
         executor.shutdown()
         node.destroy_node()
+
+
+def test_stamp_converter_keeps_nanoseconds():
+    from lyra_ros.tf_buffer import StampConverter
+
+    stamps = [1_795_490_040_516_844_968, 1_795_490_040_516_844_969, 1_795_490_999_000_000_001]
+    relative = StampConverter(epoch="first")
+    assert [relative.to_nanoseconds(relative.to_seconds(n)) for n in stamps] == stamps
+    absolute = StampConverter()
+    assert absolute.to_seconds(2_500_000_000) == 2.5
+    # absolute float seconds lose the last digits at this magnitude: the reason for the epoch
+    assert absolute.to_nanoseconds(absolute.to_seconds(stamps[0])) != stamps[0]

@@ -21,7 +21,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import Pose, TransformStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
@@ -36,6 +36,7 @@ from lyra_ros.conversions import (  # noqa: E402
     matrix_to_transform,
     numpy_to_image,
     pointcloud2_to_numpy,
+    rgb_to_compressed,
 )
 from lyra_ros.msg import WorldStatus  # noqa: E402
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile  # noqa: E402
@@ -156,10 +157,11 @@ class Client:
         msg.transform = matrix_to_transform(matrix)
         self.tf_pub.publish(TFMessage(transforms=[msg]))
 
-    def publish_frame(self, rgb, depth, encoding="rgb8", info=True) -> None:
+    def publish_frame(self, rgb, depth, encoding="rgb8", info=True, image=True) -> None:
         header = Image().header
         header.stamp = self.node.get_clock().now().to_msg()
         header.frame_id = INPUT_FRAME
+        self.images_header = header
         self.publish_tf(INPUT_FRAME, input_pose(), header.stamp)
         if info:
             self.info_pub.publish(intrinsics_to_camera_info(
@@ -167,6 +169,8 @@ class Client:
                            rgb.shape[1], rgb.shape[0]), header))  # fmt: skip
         if depth is not None:
             self.depth_pub.publish(depth_to_image(depth, header))
+        if not image:
+            return
         if encoding == "rgb8":
             self.image_pub.publish(numpy_to_image(rgb, "rgb8", header))
         else:  # a raw message with an encoding the node does not support
@@ -247,12 +251,14 @@ def test_simulated_camera_renders_at_its_tf_pose(world):
     client, _ = world
     for key in client.images:
         client.images[key].clear()
-    client.publish_tf(SIM_FRAME, input_pose())
+    stamp = client.node.get_clock().now().to_msg()
+    client.publish_tf(SIM_FRAME, input_pose(), stamp)
     client.spin_until(lambda: len(client.images["cam"]) >= 2 and client.images["depth"],
                       what="rendered images")  # fmt: skip
     image = client.images["cam"][-1]
     assert (image.width, image.height, image.encoding) == (W, H, "rgb8")
     assert image.header.frame_id == SIM_FRAME
+    assert image.header.stamp == stamp  # stamped with the time of the pose it was rendered at
     rgb, _ = gradient_rgbd()
     inner = np.s_[4:-4, 4:-4]
     assert np.abs(image_to_rgb(image)[inner].astype(int) - rgb[inner]).mean() < 8
@@ -262,7 +268,7 @@ def test_simulated_camera_renders_at_its_tf_pose(world):
     np.testing.assert_allclose(info.k, [60, 0, 31.5, 0, 60, 23.5, 0, 0, 1])
 
 
-def test_unknown_frame_is_skipped_and_the_node_keeps_running(world):
+def test_unknown_frame_and_nan_poses_are_skipped_and_the_node_keeps_running(world):
     client, process = world
     client.images["ghost"].clear()
     client.images["cam"].clear()
@@ -270,6 +276,17 @@ def test_unknown_frame_is_skipped_and_the_node_keeps_running(world):
     client.spin_for(1.0)
     assert client.images["ghost"] == []
     assert client.images["cam"], "the other camera must keep rendering"
+
+    nan_tf = TransformStamped()
+    nan_tf.header.frame_id, nan_tf.child_frame_id = "map", SIM_FRAME
+    nan_tf.header.stamp = client.node.get_clock().now().to_msg()
+    nan_tf.transform.translation.x = math.nan
+    nan_tf.transform.rotation.w = 1.0
+    client.tf_pub.publish(TFMessage(transforms=[nan_tf]))  # rejected; the last pose stays
+    client.spin_for(0.5)
+    client.images["cam"].clear()
+    client.spin_until(lambda: len(client.images["cam"]) >= 2, what="images after a NaN pose")
+    assert np.isfinite(image_to_rgb(client.images["cam"][-1])).all()
     assert process.poll() is None
 
 
@@ -347,15 +364,28 @@ def test_build_world_from_a_request_image_and_busy_answers(world):
     assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == 1600 * 1200
 
 
-def test_missing_camera_info_uses_default_intrinsics(ros_node, tmp_path):
-    process = start_world_node(tmp_path, CONFIG.replace("cameras: [cam, ghost]", "cameras: [cam]"))
+def test_compressed_images_without_camera_info(ros_node, tmp_path):
+    config = CONFIG.replace("cameras: [cam, ghost]", "cameras: [cam]").replace(
+        "depth_stride: 1", "depth_stride: 1\n    image_transport: compressed"
+    )
+    process = start_world_node(tmp_path, config)
     try:
         client = Client(ros_node)
+        compressed_pub = ros_node.create_publisher(CompressedImage, "image/compressed", 10)
         client.wait_state(WorldStatus.STATE_WAITING)
-        client.spin_until(lambda: client.image_pub.get_subscription_count() > 0, what="node")
+        client.spin_until(lambda: compressed_pub.get_subscription_count() > 0, what="node")
         rgb, depth = gradient_rgbd()
-        client.publish_frame(rgb, depth, info=False)
+        client.publish_frame(rgb, depth, info=False, image=False)
+        header = client.images_header
+        compressed_pub.publish(rgb_to_compressed(rgb, format="png", header=header))
         assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == W * H
+        client.publish_tf(SIM_FRAME, input_pose())
+        client.spin_until(lambda: client.images["cam"], what="rendered image")
+        # Default intrinsics (60 deg) differ from the camera's: the view is zoomed, but the
+        # lossless PNG colours arrive: blue stays 128 and red still grows left to right.
+        view = image_to_rgb(client.images["cam"][-1])[8:-8, 8:-8].astype(float)
+        assert abs(view[..., 2].mean() - 128) < 4
+        assert np.corrcoef(view[..., 0].mean(axis=0), np.arange(view.shape[1]))[0, 1] > 0.95
     finally:
         output = stop(process)
     assert "no camera_info received" in output

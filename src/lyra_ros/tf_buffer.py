@@ -17,9 +17,9 @@ coordinates (``p_target = T_target_source @ p_source``), which is what tf2's
 ``lookupTransform(target, source, time)`` returns. Translations are in meters, times in seconds,
 quaternions in ROS order ``(x, y, z, w)``.
 
-Stamps are float seconds inside :class:`TfBuffer`. At Unix-epoch magnitudes a float64 resolves
-about 0.2 microseconds, so stamps that close together count as the same sample; tf data is far
-coarser than that.
+Stamps are float seconds inside :class:`TfBuffer`. :class:`TransformLookup` counts them from an
+epoch near the first stamp it sees (:class:`StampConverter`), so ROS stamps survive the round
+trip to the nanosecond; absolute seconds since 1970 would resolve only ~0.2 microseconds.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tf2_msgs.msg import TFMessage
 
 __all__ = [
+    "StampConverter",
     "TfBuffer",
     "TfError",
     "TfExtrapolationError",
@@ -48,7 +49,6 @@ __all__ = [
     "TfLookupError",
     "TransformLookup",
     "matrix_from_transform_msg",
-    "seconds_from_stamp",
 ]
 
 DEFAULT_CACHE_TIME = 10.0
@@ -471,27 +471,25 @@ class TfBuffer:
 # --------------------------------------------------------------------------------------------
 
 
-def seconds_from_stamp(sec: int, nanosec: int) -> float:
-    """ROS time ``(sec, nanosec)`` as float seconds.
+class StampConverter:
+    """ROS times (integer nanoseconds) <-> the float seconds :class:`TfBuffer` works in.
 
-    Used for message stamps and for query times alike, so that equal ROS times give equal floats.
+    ``epoch="first"`` measures seconds from the whole second before the first time converted:
+    float64 seconds since 1970 resolve only ~0.2 us, seconds from a nearby epoch keep every
+    nanosecond, so a stamp read back from the buffer equals the stamp that went in (images are
+    stamped with the tf stamp they were rendered at). ``epoch=0`` gives absolute seconds.
     """
-    return sec + nanosec * 1e-9
 
+    def __init__(self, epoch: int | str = 0) -> None:
+        self._epoch_ns: int | None = None if epoch == "first" else int(epoch)
 
-def _seconds_from_time(time: Time) -> float:
-    """An ``rclpy.time.Time`` as float seconds (same rounding as :func:`seconds_from_stamp`)."""
-    sec, nanosec = divmod(time.nanoseconds, 1_000_000_000)
-    return seconds_from_stamp(sec, nanosec)
+    def to_seconds(self, nanoseconds: int) -> float:
+        if self._epoch_ns is None:
+            self._epoch_ns = nanoseconds - nanoseconds % 1_000_000_000
+        return (nanoseconds - self._epoch_ns) * 1e-9
 
-
-def _time_from_seconds(seconds: float, clock_type: Any) -> Time:
-    """Float seconds back to an ``rclpy.time.Time`` (nearest nanosecond)."""
-    from rclpy.time import Time
-
-    sec = math.floor(seconds)
-    nanosec = round((seconds - sec) * 1e9)
-    return Time(seconds=sec, nanoseconds=nanosec, clock_type=clock_type)
+    def to_nanoseconds(self, seconds: float) -> int:
+        return (self._epoch_ns or 0) + round(seconds * 1e9)
 
 
 def matrix_from_transform_msg(transform: Transform) -> np.ndarray:
@@ -520,6 +518,7 @@ class TfListener:
         tf_topic: str = "/tf",
         tf_static_topic: str = "/tf_static",
         warn_period: float = 5.0,
+        stamps: StampConverter | None = None,
     ) -> None:
         """Create both subscriptions on ``node``.
 
@@ -529,7 +528,9 @@ class TfListener:
             tf_topic: Topic of dynamic transforms.
             tf_static_topic: Topic of static transforms.
             warn_period: Minimum time between two warnings about rejected transforms, seconds.
+            stamps: How message stamps become buffer seconds; default absolute seconds.
         """
+        self._stamps = stamps or StampConverter()
         from rclpy.callback_groups import ReentrantCallbackGroup
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
@@ -589,7 +590,7 @@ class TfListener:
         self.buffer.set_transform(
             tf.header.frame_id,
             tf.child_frame_id,
-            seconds_from_stamp(tf.header.stamp.sec, tf.header.stamp.nanosec),
+            self._stamps.to_seconds(tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec),
             (tr.x, tr.y, tr.z),
             (rot.x, rot.y, rot.z, rot.w),
             static=static,
@@ -669,7 +670,8 @@ class TransformLookup:
         else:
             self.backend = "lyra"
             self.buffer = TfBuffer(cache_time)
-            self._listener = TfListener(node, self.buffer)
+            self._stamps = StampConverter(epoch="first")
+            self._listener = TfListener(node, self.buffer, stamps=self._stamps)
         node.get_logger().info(f"tf lookups via {self.backend}")
 
     def lookup_matrix(
@@ -715,7 +717,8 @@ class TransformLookup:
         self, target: str, source: str, time: Time | None, timeout: float
     ) -> tuple[np.ndarray, Time]:
         """Lookup in the :class:`TfBuffer`, polling every 10 ms until ``timeout`` seconds."""
-        query = None if time is None or time.nanoseconds == 0 else _seconds_from_time(time)
+        query = None if time is None or time.nanoseconds == 0 else (
+            self._stamps.to_seconds(time.nanoseconds))  # fmt: skip
         deadline = _time.monotonic() + max(timeout, 0.0)
         while True:
             try:
@@ -728,7 +731,11 @@ class TransformLookup:
                 _time.sleep(min(0.01, remaining))
         if query is not None:
             return matrix, time
-        return matrix, _time_from_seconds(stamp, self._clock_type)
+        from rclpy.time import Time
+
+        return matrix, Time(
+            nanoseconds=self._stamps.to_nanoseconds(stamp), clock_type=self._clock_type
+        )
 
     def _lookup_tf2_ros(
         self, target: str, source: str, time: Time | None, timeout: float
