@@ -17,19 +17,24 @@ images are not counted); the measured window lasts ``--seconds``.
 The node stamps every image with the tf stamp of the pose it rendered, so the latency of an
 image is its receive time minus that stamp, both on this process' clock. It is counted once per
 pose (the first image of a stamp; a re-render of a pose that is still the latest is not a new
-answer) for the poses published in the window. It spans the tf message over DDS, the wait for
-the render in progress to finish (the node renders the latest pose when it starts a frame), the
-render itself, conversion, publishing and the image's way back over DDS. ``rate_hz`` is images
-received per second during the window, ``input_rate_hz`` the input frames published per second.
+answer) for the poses published in the window. It spans the tf message over DDS, the age of the
+pose when the camera thread looks it up (the newest pose, so at most one tf period; poses
+superseded during a render are never rendered), the render, conversion, publishing and the
+image's way back over DDS. ``fresh_view_ms`` is the controller's view of the same loop: for
+every pose published in the window, the time until an image of that pose or a later one
+arrives (it adds the wait for the render in progress). ``rate_hz`` is images
+received per second during the window, ``input_rate_hz`` the input frames published per second
+(the node subscribes to them best effort: it may get fewer, and there is no way to see how many).
 
 Baseline measured in the same run: ``render_ms_in_process`` is the median time of
 :func:`lyra_core.rendering.render` in this process, on the same device, of the same world (built
 with :func:`lyra_core.rgbd.gaussians_from_rgbd` from the same frame, same stride and depth range)
-at the same camera from poses spread along the measured path, after a warm-up pass over them,
-while no node runs. ``latency_over_render`` = p50 latency / that time: the cost of the ROS
-pipeline around one render (about 1.5 with no overhead at all: on average a new pose waits half
-a render for the render in progress, then one render). ``node_render_ms_logged`` is what the
-node itself logs about its render time (every 10 s) during the window, when it does.
+at the same camera from poses spread along the measured path (timed passes over them after
+warm-up passes), while no node runs. ``latency_over_render`` = p50 latency / that time: the cost
+of the ROS pipeline around one render (a pipeline that cost nothing would give 1 + half a tf
+period over the render time). ``node_render_ms_logged`` is what the node logs about its own
+render time (every 10 s) during the window, when it does; the node shares the CPU with this
+process.
 
 Usage: python benchmarks/closed_loop.py [--sizes 320x240 640x480] [--seconds 15] [--out DIR]
 """
@@ -98,7 +103,7 @@ lyra_world:
 """
 
 
-class NodeFailure(RuntimeError):
+class NodeError(RuntimeError):
     """The world node did not get to a usable world (the node's output is appended)."""
 
 
@@ -148,9 +153,15 @@ def build_world(frame, input_pose: np.ndarray, device: torch.device) -> Gaussian
 
 
 def render_ms_in_process(
-    world: Gaussians, poses: np.ndarray, intrinsics: Intrinsics, device: torch.device
+    world: Gaussians,
+    poses: np.ndarray,
+    intrinsics: Intrinsics,
+    device: torch.device,
+    warmup: int,
+    passes: int,
 ) -> float:
-    """Median ms of one render over ``poses``, after a warm-up pass over the same poses."""
+    """Median ms of one render over ``passes`` passes over ``poses``, after ``warmup`` passes
+    (the first renders of a process are slower)."""
     cameras = [
         Cameras.from_intrinsics(torch.as_tensor(p, dtype=torch.float32)[None], intrinsics).to(
             device
@@ -158,7 +169,7 @@ def render_ms_in_process(
         for p in poses
     ]
     times = []
-    for timed in (False, True):
+    for timed in [False] * warmup + [True] * passes:
         for cams in cameras:
             _sync(device)
             start = time.perf_counter()
@@ -326,11 +337,11 @@ def _wait_ready(robot, executor, process: subprocess.Popen) -> None:
         if status is not None and status.state == robot.READY and status.gaussian_count > 0:
             return
         if status is not None and status.state == robot.ERROR:
-            raise NodeFailure(f"the world node failed to build a world: {status.error}")
+            raise NodeError(f"the world node failed to build a world: {status.error}")
         if process.poll() is not None:
-            raise NodeFailure(f"the world node exited with code {process.returncode}")
+            raise NodeError(f"the world node exited with code {process.returncode}")
     state = "no status" if robot.status is None else f"state {robot.status.state}"
-    raise NodeFailure(f"the world node was not READY within {READY_TIMEOUT_S:.0f} s ({state})")
+    raise NodeError(f"the world node was not READY within {READY_TIMEOUT_S:.0f} s ({state})")
 
 
 def _latencies(robot, t0: int, t1: int) -> tuple[list[float], int, int]:
@@ -351,21 +362,41 @@ def _latencies(robot, t0: int, t1: int) -> tuple[list[float], int, int]:
     return list(first.values()), unmatched, stamp_error
 
 
+def _fresh_view_ms(robot, t0: int, t1: int) -> list[float]:
+    """For every pose published in [t0, t1]: ms until an image of it or a later pose arrived."""
+    arrivals = sorted((received, stamp) for stamp, received in robot.received)
+    waits = []
+    for pose in (s for s in robot.tf_stamps if t0 <= s <= t1):
+        received = next((r for r, s in arrivals if s >= pose - STAMP_MATCH_NS), None)
+        if received is not None:
+            waits.append((received - pose) / 1e6)
+    return waits
+
+
+def _percentiles(values: list[float]) -> dict:
+    return {
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p95": round(float(np.percentile(values, 95)), 1),
+        "max": round(max(values), 1),
+    }
+
+
 def measure_size(width: int, height: int, context: dict, args) -> dict:
     """One row: a fresh world node at this size, driven and timed from this process."""
     from rclpy.executors import SingleThreadedExecutor
 
     intrinsics = _sim_intrinsics(width, height, context["fov_x"])
     render_ms = render_ms_in_process(
-        context["world"], context["sample_poses"], intrinsics, context["device"]
-    )
+        context["world"], context["sample_poses"], intrinsics, context["device"],
+        args.render_warmup, args.render_passes,
+    )  # fmt: skip
     work = context["work"] / f"{width}x{height}"
     work.mkdir()
     process = _start_node(work, width, height, intrinsics, context["device"].type)
     robot = _robot_node(context["frame"], context["input_pose"], context["path"], args)
     executor = SingleThreadedExecutor()
     executor.add_node(robot)
-    failure: NodeFailure | None = None
+    failure: NodeError | None = None
     try:
         _wait_ready(robot, executor, process)
         status = robot.status
@@ -384,8 +415,8 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         _spin(executor, 30.0, until=lambda: any(s >= last - STAMP_MATCH_NS for s, _ in
                                                 robot.received[-3:]))  # fmt: skip
         if process.poll() is not None:
-            raise NodeFailure(f"the world node exited with code {process.returncode}")
-    except NodeFailure as err:
+            raise NodeError(f"the world node exited with code {process.returncode}")
+    except NodeError as err:
         failure = err
     finally:
         executor.remove_node(robot)
@@ -393,13 +424,19 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         executor.shutdown()
         code, output = _stop_node(process, work)
     if failure is not None:
-        raise NodeFailure(f"{failure}\n--- world node output ---\n{output}") from None
+        raise NodeError(f"{failure}\n--- world node output ---\n{output}") from None
     if "anchoring the world" in output:
-        raise NodeFailure(f"the world was not anchored at the input pose:\n{output}")
+        raise NodeError(f"the world was not anchored at the input pose:\n{output}")
+    if status.gaussian_count != len(context["world"]):
+        raise NodeError(
+            f"the node built {status.gaussian_count} Gaussians, the in-process baseline "
+            f"{len(context['world'])}: not the same world"
+        )
 
     latencies, unmatched, stamp_error = _latencies(robot, t0, t1)
     if not latencies:
-        raise NodeFailure(f"no rendered image in the window\n--- world node output ---\n{output}")
+        raise NodeError(f"no rendered image in the window\n--- world node output ---\n{output}")
+    fresh = _fresh_view_ms(robot, t0, t1)
     window_s = (t1 - t0) / 1e9
     images = sum(t0 <= r <= t1 for _, r in robot.received)
     inputs = sum(t0 <= t <= t1 for t in robot.feed_times)
@@ -416,12 +453,8 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         "poses_published": sum(t0 <= s <= t1 for s in robot.tf_stamps),
         "window_s": round(window_s, 2),
         "rate_hz": round(images / window_s, 2),
-        "latency_ms": {
-            "p50": round(p50, 1),
-            "p95": round(float(np.percentile(latencies, 95)), 1),
-            "max": round(max(latencies), 1),
-            "min": round(min(latencies), 1),
-        },
+        "latency_ms": {**_percentiles(latencies), "min": round(min(latencies), 1)},
+        "fresh_view_ms": _percentiles(fresh) if fresh else None,
         "render_ms_in_process": round(render_ms, 1),
         "latency_over_render": round(p50 / render_ms, 2),
         "input_rate_hz": round(inputs / window_s, 2),
@@ -499,13 +532,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         },
         "timing": "latency = receive time - image stamp (= stamp of the tf pose rendered), same "
         "clock, first image per pose published in the window; rate_hz = images received per "
-        "second in the window",
+        "second in the window; input_rate_hz = input frames published per second (the node's "
+        "best-effort subscriptions may receive fewer)",
         "baselines": {
             "render_ms_in_process": "median lyra_core.rendering.render time of the same world "
-            f"and camera in this process over {args.render_poses} path poses, after a warm-up "
-            "pass, with no node running",
-            "latency_over_render": "p50 latency / render_ms_in_process (about 1.5 with a "
-            "pipeline that costs nothing: half a render waiting, one render)",
+            f"and camera in this process, {args.render_passes} passes over {args.render_poses} "
+            f"path poses after {args.render_warmup} warm-up passes, with no node running",
+            "latency_over_render": "p50 latency / render_ms_in_process (1 + half a tf period "
+            "over the render time with a pipeline that costs nothing)",
         },
         "rows": rows,
     }
@@ -513,16 +547,17 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 HEADER = (
     f"{'size':>8} {'frames':>6} {'rate Hz':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
-    f"{'render ms':>9} {'p50/render':>10} {'input Hz':>8}"
+    f"{'fresh p50':>9} {'render ms':>9} {'p50/render':>10} {'input Hz':>8}"
 )
 
 
 def _format_row(row: dict) -> str:
     size = f"{row['width']}x{row['height']}"
     lat = row["latency_ms"]
+    fresh = f"{row['fresh_view_ms']['p50']:.1f}" if row["fresh_view_ms"] else "-"
     return (
         f"{size:>8} {row['frames']:>6} {row['rate_hz']:>7.1f} {lat['p50']:>7.1f} "
-        f"{lat['p95']:>7.1f} {lat['max']:>7.1f} {row['render_ms_in_process']:>9.1f} "
+        f"{lat['p95']:>7.1f} {lat['max']:>7.1f} {fresh:>9} {row['render_ms_in_process']:>9.1f} "
         f"{row['latency_over_render']:>9.2f}x {row['input_rate_hz']:>8.1f}"
     )
 
@@ -538,6 +573,8 @@ def main() -> None:
     parser.add_argument("--tf-rate", type=float, default=30.0, help="camera poses per second")
     parser.add_argument("--input-rate", type=float, default=5.0, help="input RGB-D frames/s")
     parser.add_argument("--render-poses", type=int, default=8, help="poses of the baseline")
+    parser.add_argument("--render-warmup", type=int, default=2, help="baseline warm-up passes")
+    parser.add_argument("--render-passes", type=int, default=2, help="baseline timed passes")
     parser.add_argument("--device", default="auto", help="render device: auto, cpu or cuda")
     parser.add_argument("--domain-id", type=int, default=1 + os.getpid() % 100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -546,7 +583,7 @@ def main() -> None:
     print(HEADER, flush=True)
     try:
         report = run_benchmark(args)
-    except NodeFailure as err:
+    except NodeError as err:
         raise SystemExit(f"closed_loop: {err}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"closed_loop_{report['device']}.json"
