@@ -64,6 +64,7 @@ from lyra_core.cameras import Cameras, Intrinsics
 from lyra_core.gaussians import Gaussians
 from lyra_core.rendering import render
 from lyra_core.rgbd import gaussians_from_rgbd
+from lyra_ros.config import use_large_data_transport
 
 DEFAULT_SIZES = ("320x240", "640x480")
 CAMERA = "bench"
@@ -133,6 +134,7 @@ def _isolate_ros(log_dir: Path, domain_id: int) -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ["ROS_LOG_DIR"] = str(log_dir)
+    use_large_data_transport()  # 741x500 input images: see config/fastdds_large_data.xml
 
 
 # ---------------------------------------------------------------------------- in-process baseline
@@ -514,6 +516,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "device": device.type,
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "default"),
+        "fastdds_profile": Path(os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")).name,
         "world": {
             "frame": "lyra_ros.demo_robot.motorcycle_frame() (Middlebury 2014 motorcycle, "
             f"{frame.intrinsics.width}x{frame.intrinsics.height})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,10 @@ from lyra_core.gaussians import SH_C0, Gaussians
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="lyra-ros-log-"))
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_data.xml"),
+)
 
 WIDTH, HEIGHT = 64, 48
 """Default image size of the test cameras (small: the reference backend is brute force)."""

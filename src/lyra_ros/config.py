@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 PACKAGE = "lyra_ros"
@@ -26,6 +27,26 @@ def config_path(name: str) -> Path:
     raise FileNotFoundError(
         f"config/{name} not found (looked in {', '.join(map(str, candidates))})"
     )
+
+
+FASTDDS_PROFILE = "fastdds_large_data.xml"
+
+
+def use_large_data_transport(env: dict[str, str] | None = None) -> str | None:
+    """Point Fast DDS at config/fastdds_large_data.xml unless a profile is already chosen.
+
+    Must run before ``rclpy.init`` (the DDS participant reads it once). Only Fast DDS (the
+    default RMW) reads the variable. Returns the profile path set, or None if left alone.
+    """
+    env = os.environ if env is None else env
+    if env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return None
+    try:
+        path = str(config_path(FASTDDS_PROFILE))
+    except FileNotFoundError:
+        return None
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = path
+    return path
 
 
 def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[str]:

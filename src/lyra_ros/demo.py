@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lyra_ros.config import config_path
+from lyra_ros.config import config_path, use_large_data_transport
 
 
 def isolated_ros_environment() -> dict[str, str]:
@@ -25,6 +25,7 @@ def isolated_ros_environment() -> dict[str, str]:
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="lyra-demo-log-"))
+    use_large_data_transport(env)  # the robot publishes 741x500 images
     return env
 
 

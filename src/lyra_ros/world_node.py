@@ -46,7 +46,7 @@ from lyra_core.cameras import Cameras, Intrinsics
 from lyra_core.gaussians import Gaussians
 from lyra_core.ply import read_ply, write_ply
 from lyra_core.rendering import render
-from lyra_ros.config import ros_args_with_config
+from lyra_ros.config import ros_args_with_config, use_large_data_transport
 from lyra_ros.conversions import (
     camera_info_to_intrinsics,
     compressed_to_rgb,
@@ -659,6 +659,7 @@ def main(args: list[str] | None = None) -> int:
     ``lyra-world [--config FILE] [--ros-args ...]``: FILE (default: the package's
     config/world.yaml) is passed to ROS as ``--params-file``; ROS arguments follow as usual.
     """
+    use_large_data_transport()  # images over 512 KB would leave Fast DDS shared memory
     rclpy.init(args=ros_args_with_config(sys.argv if args is None else args))
     node = None
     try:
