@@ -189,22 +189,13 @@ def render_ms_in_process(
 def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
     """The benchmark's ROS side (rclpy imported here, after the environment is isolated)."""
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
 
     from lyra_ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
     from lyra_ros.demo_robot import INPUT_FRAME, ROBOT_FRAME, WORLD_FRAME, transform_msg
     from lyra_ros.msg import WorldStatus
-
-    latched = QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )  # fmt: skip
-    static_qos = QoSProfile(
-        depth=100, reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )  # fmt: skip
+    from lyra_ros.qos import LATCHED_QOS, TF_STATIC_QOS
 
     class Robot(Node):
         """Publishes the RGB-D feed and the camera pose on tf; records the rendered images."""
@@ -233,8 +224,10 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
             self.depth_pub = self.create_publisher(Image, "camera/depth", 1)
             self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", 1)
             self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
-            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", static_qos)
-            self.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, latched)
+            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+            self.create_subscription(
+                WorldStatus, "/lyra_world/status", self._on_status, LATCHED_QOS
+            )
             self.create_subscription(Image, CAMERA_TOPIC, self._on_image, 10)
             static = transform_msg(WORLD_FRAME, INPUT_FRAME, input_pose, self._now().to_msg())
             self.tf_static_pub.publish(TFMessage(transforms=[static]))

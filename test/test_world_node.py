@@ -20,7 +20,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import Pose, TransformStamped  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -39,15 +38,13 @@ from lyra_ros.conversions import (  # noqa: E402
     rgb_to_compressed,
 )
 from lyra_ros.msg import WorldStatus  # noqa: E402
+from lyra_ros.qos import LATCHED_QOS  # noqa: E402
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile  # noqa: E402
 
 W, H = 64, 48
 INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, W, H)
 INPUT_FRAME = "input_optical"
 SIM_FRAME = "sim_optical"
-LATCHED = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
 CONFIG = """
 lyra_world:
   ros__parameters:
@@ -104,9 +101,9 @@ class Client:
         self.info_pub = n.create_publisher(CameraInfo, "camera_info", 10)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
         self.subs = [
-            n.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, LATCHED),
+            n.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, LATCHED_QOS),
             n.create_subscription(
-                PointCloud2, "/lyra_world/world_points", self._on_points, LATCHED
+                PointCloud2, "/lyra_world/world_points", self._on_points, LATCHED_QOS
             ),
             n.create_subscription(Image, "sim/cam/image", self.images["cam"].append, 10),
             n.create_subscription(Image, "sim/ghost/image", self.images["ghost"].append, 10),

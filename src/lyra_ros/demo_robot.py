@@ -21,7 +21,6 @@ import rclpy
 import torch
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
@@ -36,6 +35,7 @@ from lyra_ros.conversions import (
     numpy_to_image,
 )
 from lyra_ros.msg import WorldStatus
+from lyra_ros.qos import LATCHED_QOS, TF_STATIC_QOS
 from lyra_ros.srv import WorldFile
 
 # Calibration of skimage.data.stereo_motorcycle() (4x down-sampled Middlebury 2014 frame).
@@ -121,20 +121,12 @@ class DemoRobot(Node):
         self.world_ready = False
         self.step = -1
 
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )  # fmt: skip
-        static_qos = QoSProfile(
-            depth=100, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )  # fmt: skip
         self.image_pub = self.create_publisher(Image, "camera/image", 1)
         self.depth_pub = self.create_publisher(Image, "camera/depth", 1)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", 1)
         self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
-        self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", static_qos)
-        self.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, latched)
+        self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        self.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, LATCHED_QOS)
         self.create_subscription(Image, "sim/robot/image", self._on_view, 10)
         self.save_client = self.create_client(WorldFile, "/lyra_world/save_world")
 

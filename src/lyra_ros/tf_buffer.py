@@ -532,16 +532,9 @@ class TfListener:
         """
         self._stamps = stamps or StampConverter()
         from rclpy.callback_groups import ReentrantCallbackGroup
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
 
-        def qos(durability: DurabilityPolicy) -> QoSProfile:
-            return QoSProfile(
-                history=HistoryPolicy.KEEP_LAST,
-                depth=100,
-                reliability=ReliabilityPolicy.RELIABLE,
-                durability=durability,
-            )
+        from lyra_ros.qos import TF_QOS, TF_STATIC_QOS
 
         self.buffer = buffer
         self.num_rejected = 0
@@ -554,14 +547,14 @@ class TfListener:
                 TFMessage,
                 tf_topic,
                 self._on_tf,
-                qos(DurabilityPolicy.VOLATILE),
+                TF_QOS,
                 callback_group=group,
             ),
             node.create_subscription(
                 TFMessage,
                 tf_static_topic,
                 self._on_tf_static,
-                qos(DurabilityPolicy.TRANSIENT_LOCAL),
+                TF_STATIC_QOS,
                 callback_group=group,
             ),
         ]

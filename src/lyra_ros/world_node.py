@@ -33,12 +33,6 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
@@ -59,22 +53,11 @@ from lyra_ros.conversions import (
     pose_to_matrix,
 )
 from lyra_ros.msg import WorldStatus
+from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
 from lyra_ros.tf_buffer import TfError, TfExtrapolationError, TransformLookup
 from lyra_ros.world_builder import BuildOptions, WorldBuildError, build_world
 
-SENSOR_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.BEST_EFFORT,
-    durability=DurabilityPolicy.VOLATILE,
-)
-LATCHED_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 STATE_NAMES = {
     WorldStatus.STATE_WAITING: "waiting",
     WorldStatus.STATE_BUILDING: "building",
