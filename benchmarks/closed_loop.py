@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import json
 import math
 import os
 import platform
@@ -65,6 +64,7 @@ from lyra_core.gaussians import Gaussians
 from lyra_core.rendering import render
 from lyra_core.rgbd import gaussians_from_rgbd
 from lyra_ros.config import use_large_data_transport
+from report import write_report
 
 DEFAULT_SIZES = ("320x240", "640x480")
 CAMERA = "bench"
@@ -581,12 +581,7 @@ def main() -> None:
         report = run_benchmark(args)
     except NodeError as err:
         raise SystemExit(f"closed_loop: {err}") from None
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"closed_loop_{report['device']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    write_report(args.out, f"closed_loop_{report['device']}.json", report)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Usage: python benchmarks/render.py [--sizes 10000 100000 1000000] [--out benchma
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -36,6 +35,7 @@ from lyra_core.cameras import Cameras, Intrinsics, look_at
 from lyra_core.gaussians import Gaussians
 from lyra_core.rendering import available_backends, render
 from lyra_core.scenes import procedural_room
+from report import write_report
 
 RESOLUTIONS = ((320, 240), (640, 480))
 
@@ -236,13 +236,8 @@ def main() -> None:
 
     print(HEADER)
     report = run_benchmark(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     tag = "cuda" if torch.cuda.is_available() else "cpu"
-    path = args.out / f"render_{tag}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    write_report(args.out, f"render_{tag}.json", report)
 
 
 if __name__ == "__main__":
