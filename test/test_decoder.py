@@ -1,0 +1,125 @@
+"""The Lyra student decoder: shapes, multi-view fusion, activations, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lyra_core.cameras import Intrinsics, look_at
+from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
+
+B, V, T, C, h, w = 1, 2, 2, 16, 4, 6
+H, W = h * 8, w * 8
+
+
+def inputs(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    latents = torch.randn(B, V, T, C, h, w, generator=gen)
+    poses = torch.stack([look_at((0.1 * i - 0.1, 0.0, 0.05 * t), (0.0, 0.0, 3.0))
+                         for i in range(V) for t in range(T)]).reshape(B, V, T, 4, 4)  # fmt: skip
+    Ks = Intrinsics.from_fov(1.0, W, H).matrix().expand(B, V, T, 3, 3)
+    return latents, poses, Ks
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LyraDecoder(LyraDecoderConfig.tiny()).eval()
+
+
+def test_one_gaussian_per_pixel_per_latent_frame_per_view(model):
+    out = model(*inputs())
+    assert out.means.shape == (B, V, T, H, W, 3)
+    assert out.quats.shape == (B, V, T, H, W, 4) and out.rgb.shape == (B, V, T, H, W, 3)
+    assert out.opacity_logits.shape == out.depth.shape == (B, V, T, H, W)
+    assert len(out.to_gaussians()) == V * T * H * W
+
+
+def test_activations_follow_lyra(model):
+    latents, poses, Ks = inputs()
+    out = model(latents, poses, Ks)
+    cfg = model.config
+    assert ((out.depth >= cfg.near) & (out.depth <= cfg.far)).all()
+    assert (out.scales <= cfg.max_scale + 1e-6).all() and (out.scales > 0).all()
+    torch.testing.assert_close(out.quats.norm(dim=-1), torch.ones_like(out.depth))
+    assert ((out.rgb >= 0) & (out.rgb <= 1)).all()
+    # every Gaussian lies on its pixel's ray at its depth
+    origins = poses[..., None, None, :3, 3]
+    offsets = out.means - origins
+    torch.testing.assert_close(offsets.norm(dim=-1), out.depth, rtol=1e-4, atol=1e-4)
+
+
+def test_all_views_are_fused_into_one_sequence(model):
+    latents, poses, Ks = inputs()
+    base = model(latents, poses, Ks)
+    changed = latents.clone()
+    changed[:, 1] += 1.0  # only view 1's latents
+    out = model(changed, poses, Ks)
+    assert not torch.allclose(out.rgb[:, 0], base.rgb[:, 0])  # view 0 sees view 1
+
+
+def test_plucker_embedding_starts_at_zero(model):
+    latents, poses, Ks = inputs()
+    moved = poses.clone()
+    moved[..., :3, 3] += 0.5
+    a, b = model(latents, poses, Ks), model(latents, moved, Ks)
+    torch.testing.assert_close(a.rgb, b.rgb)  # zero-initialised: cameras only move the rays
+    torch.testing.assert_close(b.means - a.means, torch.full_like(a.means, 0.5))
+
+
+def test_pruning_keeps_the_most_opaque_fifth(model):
+    out = model(*inputs())
+    full, pruned = out.to_gaussians(), out.to_gaussians(prune_ratio=0.8)
+    assert len(pruned) == round(0.2 * len(full))
+    assert pruned.opacities.min() >= torch.quantile(full.opacities, 0.79)
+
+
+def test_backward_reaches_every_parameter(model):
+    train = LyraDecoder(model.config)
+    out = train(*inputs())
+    (out.rgb.mean() + out.depth.mean() + out.opacities.mean()).backward()
+    for name, param in train.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_all_transformer_variant_of_the_same_size():
+    cfg = LyraDecoderConfig.tiny()
+    cfg.transformer_layers = tuple(range(cfg.num_layers))
+    out = LyraDecoder(cfg)(*inputs())
+    assert out.means.shape == (B, V, T, H, W, 3)
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    folder = model.save_pretrained(tmp_path / "student")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = LyraDecoder.from_pretrained(folder).eval()
+    assert loaded.config == model.config
+    torch.testing.assert_close(loaded(*inputs()).means, model(*inputs()).means)
+
+
+def test_mismatched_or_corrupt_checkpoints_are_rejected(model, tmp_path):
+    folder = model.save_pretrained(tmp_path / "student")
+    config = json.loads((folder / "config.json").read_text())
+    config["width"] = 32
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match its config"):
+        LyraDecoder.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json"):
+        LyraDecoder.from_pretrained(folder)
+    folder = model.save_pretrained(tmp_path / "other")
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="unreadable weights"):
+        LyraDecoder.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError):
+        LyraDecoder.from_pretrained(tmp_path / "missing")
+
+
+def test_bad_inputs_and_configs():
+    with pytest.raises(ValueError, match="transformer_layers"):
+        LyraDecoderConfig(num_layers=4, transformer_layers=(4,))
+    with pytest.raises(ValueError, match="channels"):
+        LyraDecoder(LyraDecoderConfig.tiny())(torch.zeros(B, V, T, 3, h, w), *inputs()[1:])
