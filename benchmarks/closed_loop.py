@@ -64,7 +64,7 @@ from lyra_core.gaussians import Gaussians
 from lyra_core.rendering import render
 from lyra_core.rgbd import gaussians_from_rgbd
 from lyra_ros.config import use_large_data_transport
-from report import write_report
+from report import sync, write_report
 
 DEFAULT_SIZES = ("320x240", "640x480")
 CAMERA = "bench"
@@ -124,11 +124,6 @@ def _sim_intrinsics(width: int, height: int, fov_x: float) -> Intrinsics:
     return Intrinsics(fx, fx, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _isolate_ros(log_dir: Path, domain_id: int) -> None:
     """DDS traffic on this machine only, in a domain of its own; inherited by the node."""
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -173,11 +168,11 @@ def render_ms_in_process(
     times = []
     for timed in [False] * warmup + [True] * passes:
         for cams in cameras:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             with torch.inference_mode():
                 render(world, cams, background=(0.0, 0.0, 0.0))
-            _sync(device)
+            sync(device)
             if timed:
                 times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3

@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import platform
-import statistics
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +31,7 @@ from lyra_core.cameras import Cameras, Intrinsics, look_at
 from lyra_core.gaussians import Gaussians
 from lyra_core.rendering import available_backends, render
 from lyra_core.scenes import procedural_room
-from report import write_report
+from report import peak_memory_mb, time_call, write_report
 
 RESOLUTIONS = ((320, 240), (640, 480))
 
@@ -44,71 +40,6 @@ def _room_camera(width: int, height: int, device: torch.device) -> Cameras:
     eye, target = torch.tensor([0.0, -2.5, 1.4]), torch.tensor([0.0, 1.0, 0.8])
     camtoworld = look_at(eye, target, up=torch.tensor([0.0, 0.0, 1.0]))[None]
     return Cameras.from_intrinsics(camtoworld, Intrinsics.from_fov(1.0, width, height)).to(device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn: Callable[[], object], device: torch.device, min_repeats: int, budget_s: float):
-    """Median seconds per call after one warm-up; at least ``min_repeats`` calls."""
-    fn()
-    _sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - start < budget_s and len(times) < 50):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-class _PeakRss:
-    """Peak resident memory of this process while the block runs, sampled every millisecond.
-
-    torch releases the GIL inside its kernels, so the sampling thread sees their buffers.
-    """
-
-    def __enter__(self) -> _PeakRss:
-        self.baseline = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def extra_bytes(self) -> int:
-        return self.peak - self.baseline
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Extra memory of one call over what was allocated before it (GPU: allocator peak)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with _PeakRss() as peak:
-        fn()
-    return peak.extra_bytes / 2**20
 
 
 def _trainable(scene: Gaussians) -> Gaussians:
@@ -138,10 +69,12 @@ def measure_case(size: int, width: int, height: int, device_name: str, backend: 
         with torch.inference_mode():
             return render(scene, cams, backend=backend)
 
-    peak_mb = _peak_memory_mb(run, device)  # first call of the process: also the warm-up
-    seconds = _time(run, device, args.repeats, args.budget)
+    peak_mb = peak_memory_mb(run, device)  # first call of the process: also the warm-up
+    seconds = time_call(run, device, args.repeats, args.budget)
     trainable = _trainable(scene)
-    autograd = _time(lambda: render(trainable, cams, backend=backend), device, args.repeats, 1.0)
+    autograd = time_call(
+        lambda: render(trainable, cams, backend=backend), device, args.repeats, 1.0
+    )
     row = {
         "gaussians": size,
         "width": width,
