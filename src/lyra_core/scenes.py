@@ -29,7 +29,17 @@ def procedural_room(num_gaussians: int = 100_000, seed: int = 0) -> Gaussians:
     if num_gaussians < 1:
         raise ValueError(f"num_gaussians must be >= 1, got {num_gaussians}")
     rng = np.random.default_rng(seed)
-    surfaces = _room_surfaces(rng)
+    return surface_gaussians(_room_surfaces(rng), num_gaussians, rng)
+
+
+def surface_gaussians(
+    surfaces: list[Surface], num_gaussians: int, rng: np.random.Generator
+) -> Gaussians:
+    """Cover ``surfaces`` with ``num_gaussians`` flat discs (SH degree 0, float32).
+
+    Gaussians are spread in proportion to area, sized to cover the surfaces about twice over,
+    with colour noise (std 0.03) and opacities in [0.7, 0.99].
+    """
     areas = np.array([s.area for s in surfaces])
     counts = rng.multinomial(num_gaussians, areas / areas.sum())
     parts = [s.sample(n, rng) for s, n in zip(surfaces, counts, strict=True) if n > 0]
@@ -41,7 +51,7 @@ def procedural_room(num_gaussians: int = 100_000, seed: int = 0) -> Gaussians:
     scales = np.empty((num_gaussians, 3))
     scales[:, :2] = spacing * rng.uniform(0.6, 1.0, size=(num_gaussians, 2))
     scales[:, 2] = spacing * 0.05
-    quats_xyzw = _disc_orientations(normals, rng).as_quat()
+    quats_xyzw = disc_orientations(normals, rng).as_quat()
     colors = np.clip(colors + rng.normal(0.0, 0.03, size=colors.shape), 0.0, 1.0)
     return Gaussians.from_activated(
         means=torch.as_tensor(means, dtype=torch.float32),
@@ -52,7 +62,7 @@ def procedural_room(num_gaussians: int = 100_000, seed: int = 0) -> Gaussians:
     )
 
 
-class _Surface:
+class Surface:
     """A sampled surface: ``sample(n, rng) -> (points, normals, colours)``, all (n, 3)."""
 
     def __init__(self, area: float, sample):
@@ -60,7 +70,7 @@ class _Surface:
         self.sample = sample
 
 
-def _plane(origin, u_axis, v_axis, texture) -> _Surface:
+def plane(origin, u_axis, v_axis, texture) -> Surface:
     """Rectangle origin + s*u + t*v, s, t in [0, 1]; texture(s, t, u_len, v_len) -> (n, 3)."""
     origin, u_axis, v_axis = (np.asarray(a, dtype=float) for a in (origin, u_axis, v_axis))
     normal = np.cross(u_axis, v_axis)
@@ -72,10 +82,10 @@ def _plane(origin, u_axis, v_axis, texture) -> _Surface:
         points = origin + st[:, :1] * u_axis + st[:, 1:] * v_axis
         return points, np.broadcast_to(normal, (n, 3)), texture(st[:, 0] * u_len, st[:, 1] * v_len)
 
-    return _Surface(u_len * v_len, sample)
+    return Surface(u_len * v_len, sample)
 
 
-def _sphere(center, radius, color) -> _Surface:
+def sphere(center, radius, color) -> Surface:
     center = np.asarray(center, dtype=float)
 
     def sample(n, rng):
@@ -84,29 +94,29 @@ def _sphere(center, radius, color) -> _Surface:
         bands = 0.75 + 0.25 * np.sign(np.sin(8.0 * normals[:, 2:]))
         return center + radius * normals, normals, np.asarray(color) * bands
 
-    return _Surface(4 * math.pi * radius**2, sample)
+    return Surface(4 * math.pi * radius**2, sample)
 
 
-def _box(center, size, color) -> list[_Surface]:
+def box(center, size, color) -> list[Surface]:
     """Five faces (no bottom) of an axis-aligned box."""
     sx, sy, sz = size
     ex, ey, ez = np.array([sx, 0.0, 0.0]), np.array([0.0, sy, 0.0]), np.array([0.0, 0.0, sz])
     lo = np.asarray(center, dtype=float) - (ex + ey) / 2
-    solid = _solid(color)
+    texture = solid(color)
     return [
-        _plane(lo + ez, ex, ey, solid),  # top
-        _plane(lo, ez, ex, solid),  # front (-y)
-        _plane(lo + ey, ex, ez, solid),  # back (+y)
-        _plane(lo, ey, ez, solid),  # left (-x)
-        _plane(lo + ex, ez, ey, solid),  # right (+x)
+        plane(lo + ez, ex, ey, texture),  # top
+        plane(lo, ez, ex, texture),  # front (-y)
+        plane(lo + ey, ex, ez, texture),  # back (+y)
+        plane(lo, ey, ez, texture),  # left (-x)
+        plane(lo + ex, ez, ey, texture),  # right (+x)
     ]
 
 
-def _solid(color):
+def solid(color):
     return lambda s, t: np.broadcast_to(np.asarray(color, dtype=float), (len(s), 3)).copy()
 
 
-def _checker(a, b, cell):
+def checker(a, b, cell):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
 
     def texture(s, t):
@@ -116,7 +126,7 @@ def _checker(a, b, cell):
     return texture
 
 
-def _stripes(a, b, period):
+def stripes(a, b, period):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
 
     def texture(s, t):
@@ -127,35 +137,35 @@ def _stripes(a, b, period):
     return texture
 
 
-def _room_surfaces(rng: np.random.Generator) -> list[_Surface]:
+def _room_surfaces(rng: np.random.Generator) -> list[Surface]:
     h, z = ROOM_HALF_SIZE, ROOM_HEIGHT
-    floor = _checker([0.85, 0.8, 0.7], [0.3, 0.25, 0.2], 0.5)
-    back_wall = _stripes([0.2, 0.4, 0.7], [0.9, 0.9, 0.85], 0.8)
-    left_wall = _stripes([0.7, 0.3, 0.2], [0.95, 0.85, 0.6], 1.2)
-    right_wall = _checker([0.3, 0.6, 0.35], [0.8, 0.9, 0.7], 0.6)
+    floor = checker([0.85, 0.8, 0.7], [0.3, 0.25, 0.2], 0.5)
+    back_wall = stripes([0.2, 0.4, 0.7], [0.9, 0.9, 0.85], 0.8)
+    left_wall = stripes([0.7, 0.3, 0.2], [0.95, 0.85, 0.6], 1.2)
+    right_wall = checker([0.3, 0.6, 0.35], [0.8, 0.9, 0.7], 0.6)
     surfaces = [
-        _plane([-h, -h, 0], [2 * h, 0, 0], [0, 2 * h, 0], floor),
-        _plane([-h, h, 0], [2 * h, 0, 0], [0, 0, z], back_wall),
-        _plane([-h, -h, 0], [0, 2 * h, 0], [0, 0, z], left_wall),
-        _plane([h, -h, 0], [0, 0, z], [0, 2 * h, 0], right_wall),
+        plane([-h, -h, 0], [2 * h, 0, 0], [0, 2 * h, 0], floor),
+        plane([-h, h, 0], [2 * h, 0, 0], [0, 0, z], back_wall),
+        plane([-h, -h, 0], [0, 2 * h, 0], [0, 0, z], left_wall),
+        plane([h, -h, 0], [0, 0, z], [0, 2 * h, 0], right_wall),
     ]
-    surfaces += _box([-1.2, 1.0, 0.0], (1.0, 0.8, 0.9), [0.8, 0.5, 0.1])
-    surfaces += _box([1.4, -0.5, 0.0], (0.6, 0.6, 1.4), [0.2, 0.3, 0.8])
-    surfaces += _box([0.3, 2.0, 0.0], (1.6, 0.6, 0.5), [0.6, 0.2, 0.5])
+    surfaces += box([-1.2, 1.0, 0.0], (1.0, 0.8, 0.9), [0.8, 0.5, 0.1])
+    surfaces += box([1.4, -0.5, 0.0], (0.6, 0.6, 1.4), [0.2, 0.3, 0.8])
+    surfaces += box([0.3, 2.0, 0.0], (1.6, 0.6, 0.5), [0.6, 0.2, 0.5])
     for _ in range(3):
         center = [rng.uniform(-2, 2), rng.uniform(-1.5, 2), rng.uniform(0.3, 1.6)]
-        surfaces.append(_sphere(center, rng.uniform(0.2, 0.4), rng.uniform(0.2, 1.0, size=3)))
+        surfaces.append(sphere(center, rng.uniform(0.2, 0.4), rng.uniform(0.2, 1.0, size=3)))
     return surfaces
 
 
-def _disc_orientations(normals: np.ndarray, rng: np.random.Generator) -> Rotation:
+def disc_orientations(normals: np.ndarray, rng: np.random.Generator) -> Rotation:
     """Rotations whose local z axis is the surface normal, random spin about it."""
     spin = np.zeros((len(normals), 3))
     spin[:, 2] = rng.uniform(0, 2 * math.pi, len(normals))
-    return _align_z(normals) * Rotation.from_rotvec(spin)
+    return align_z(normals) * Rotation.from_rotvec(spin)
 
 
-def _align_z(normals: np.ndarray) -> Rotation:
+def align_z(normals: np.ndarray) -> Rotation:
     """Shortest rotations taking +z to each unit normal (N, 3)."""
     z = np.array([0.0, 0.0, 1.0])
     axis = np.cross(z, normals)

@@ -1,0 +1,357 @@
+"""On-disk format of the procedural multi-trajectory data set, its splits and a torch Dataset.
+
+Layout
+------
+A data root holds one folder per split, each holding one folder per scene::
+
+    <root>/<split>/scene_XXXXXX/        # XXXXXX = the scene seed, 6 digits
+        meta.json                       # see below
+        input/rgb.png                   # (H, W, 3) uint8, the input view
+        input/depth.npy                 # (H, W) float32 z-depth, meters; 0 = nothing hit
+        input/camera.json               # {"K": 3x3 pixels, "camtoworld": 4x4 meters}
+        trajectories/<name>/            # one per Lyra trajectory (left, right, up, ...)
+            rgb.npy                     # (N, H, W, 3) uint8 rendered frames
+            depth.npy                   # (N, H, W) float32 z-depth, meters; 0 = nothing hit
+            cameras.npz                 # Ks (N, 3, 3) float32 pixels,
+                                        # camtoworlds (N, 4, 4) float32 meters (OpenCV axes)
+            cache_rgb.npy               # (N, H, W, 3) uint8 render of the 3D cache
+            cache_mask.npy              # (N, H, W) bool, cache alpha > 0.5
+        heldout/                        # K evaluation cameras near the input, same five files
+
+``meta.json`` holds ``seed``, ``split``, ``width``, ``height``, ``intrinsics`` (fx, fy, cx, cy in
+pixels), ``scene_depth`` (meters: median rendered depth of the input view), ``trajectory_names``,
+``num_frames``, ``num_heldout``, ``generator_version`` and free-form generator details
+(``layout``, ``num_gaussians``, ``background``, ...).
+
+The **3D cache** (GEN3C's conditioning) is the input view unprojected with its rendered depth
+(:func:`lyra_core.rgbd.gaussians_from_rgbd`), rendered from every camera over a black
+background; ``cache_mask`` marks the pixels it covers. Frame 0 of every trajectory is the input
+camera, so its ``rgb`` equals the input view and its cache render reproduces it.
+
+Scene folders appear atomically: :func:`write_scene` writes into a hidden temporary folder
+``.tmp-scene_XXXXXX-*`` beside the target and renames it at the end, so a scene folder that
+exists is complete, and a failed write leaves nothing behind (a killed process can leave a
+``.tmp-*`` folder, which readers ignore and the generator CLI deletes).
+
+Splits
+------
+Seeds decide splits by fixed, disjoint ranges (:data:`SPLIT_SEED_RANGES`): ``train`` uses
+seeds ``[0, 900000)``, ``val`` ``[900000, 950000)`` and ``test`` ``[950000, 1000000)``. Scene
+``i`` of a split with offset ``o`` has seed ``range_start + o + i`` (:func:`split_seeds`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_SEED_RANGES",
+    "ProceduralDataset",
+    "SceneSample",
+    "ViewSet",
+    "list_scenes",
+    "load_scene",
+    "remove_stale_temporaries",
+    "scene_dirname",
+    "split_of_seed",
+    "split_seeds",
+    "write_scene",
+]
+
+#: Split names, in order.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Half-open seed range ``[start, stop)`` of each split; the ranges are disjoint.
+SPLIT_SEED_RANGES: dict[str, tuple[int, int]] = {
+    "train": (0, 900_000),
+    "val": (900_000, 950_000),
+    "test": (950_000, 1_000_000),
+}
+
+_VIEW_FILES = ("rgb.npy", "depth.npy", "cameras.npz", "cache_rgb.npy", "cache_mask.npy")
+_TMP_PREFIX = ".tmp-"
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+
+
+def split_of_seed(seed: int) -> str:
+    """The split a scene seed belongs to (see :data:`SPLIT_SEED_RANGES`).
+
+    Raises:
+        ValueError: if the seed lies outside every range.
+    """
+    for name, (start, stop) in SPLIT_SEED_RANGES.items():
+        if start <= seed < stop:
+            return name
+    raise ValueError(f"seed {seed!r} lies outside every split range {SPLIT_SEED_RANGES}")
+
+
+def split_seeds(split: str, num_scenes: int, offset: int = 0) -> list[int]:
+    """Seeds ``start + offset + i`` for ``i < num_scenes`` of ``split``.
+
+    Raises:
+        ValueError: unknown split, negative counts, or seeds running past the split's range.
+    """
+    if split not in SPLIT_SEED_RANGES:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    if num_scenes < 0 or offset < 0:
+        raise ValueError(f"num_scenes and offset must be >= 0, got {num_scenes}, {offset}")
+    start, stop = SPLIT_SEED_RANGES[split]
+    if start + offset + num_scenes > stop:
+        raise ValueError(f"split {split!r} holds seeds [{start}, {stop}); offset + N too large")
+    return list(range(start + offset, start + offset + num_scenes))
+
+
+def scene_dirname(seed: int) -> str:
+    """Folder name of a scene: ``scene_XXXXXX`` (seed zero-padded to 6 digits)."""
+    return f"scene_{seed:06d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Samples
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ViewSet:
+    """N rendered views of one scene with their 3D-cache renders (CPU tensors).
+
+    Attributes:
+        rgb: (N, H, W, 3) uint8 colour.
+        depth: (N, H, W) float32 z-depth along the optical axis, meters; 0 where nothing was hit.
+        Ks: (N, 3, 3) float32 intrinsics, pixels (OpenCV pixel-centre convention).
+        camtoworlds: (N, 4, 4) float32 camera-to-world poses (OpenCV camera axes), meters.
+        cache_rgb: (N, H, W, 3) uint8 render of the 3D cache (black where it is empty).
+        cache_mask: (N, H, W) bool, True where the cache render's alpha > 0.5.
+    """
+
+    rgb: Tensor
+    depth: Tensor
+    Ks: Tensor
+    camtoworlds: Tensor
+    cache_rgb: Tensor
+    cache_mask: Tensor
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """The fields by name."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class SceneSample:
+    """One generated scene: the input view, the six Lyra trajectories and held-out views.
+
+    Attributes:
+        meta: the ``meta.json`` content (seed, split, sizes, intrinsics, scene_depth, ...).
+        input_rgb: (H, W, 3) uint8 input view.
+        input_depth: (H, W) float32 input z-depth, meters (0 = nothing hit).
+        input_K: (3, 3) float32 input intrinsics, pixels.
+        input_camtoworld: (4, 4) float32 input pose, meters.
+        trajectories: ``{name: ViewSet}`` in :data:`LYRA_TRAJECTORY_NAMES` order, N frames each.
+        heldout: ViewSet of K held-out cameras near the input.
+    """
+
+    meta: dict[str, Any]
+    input_rgb: Tensor
+    input_depth: Tensor
+    input_K: Tensor  # noqa: N815 - K as in the rest of lyra_core
+    input_camtoworld: Tensor
+    trajectories: dict[str, ViewSet] = field(default_factory=dict)
+    heldout: ViewSet | None = None
+
+    @property
+    def seed(self) -> int:
+        """The scene seed."""
+        return int(self.meta["seed"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested dict of tensors (collatable by torch's default ``collate_fn``)."""
+        out: dict[str, Any] = {
+            "seed": torch.tensor(self.seed),
+            "scene_depth": torch.tensor(float(self.meta["scene_depth"])),
+            "input": {
+                "rgb": self.input_rgb,
+                "depth": self.input_depth,
+                "K": self.input_K,
+                "camtoworld": self.input_camtoworld,
+            },
+            "trajectories": {name: v.to_dict() for name, v in self.trajectories.items()},
+        }
+        if self.heldout is not None:
+            out["heldout"] = self.heldout.to_dict()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _write_view_set(folder: Path, views: ViewSet) -> None:
+    """Write the five files of a :class:`ViewSet` into ``folder``."""
+    folder.mkdir(parents=True)
+    np.save(folder / "rgb.npy", views.rgb.numpy().astype(np.uint8))
+    np.save(folder / "depth.npy", views.depth.numpy().astype(np.float32))
+    np.savez(
+        folder / "cameras.npz",
+        Ks=views.Ks.numpy().astype(np.float32),
+        camtoworlds=views.camtoworlds.numpy().astype(np.float32),
+    )
+    np.save(folder / "cache_rgb.npy", views.cache_rgb.numpy().astype(np.uint8))
+    np.save(folder / "cache_mask.npy", views.cache_mask.numpy().astype(bool))
+
+
+def _write_contents(folder: Path, sample: SceneSample) -> None:
+    """Write every file of ``sample`` into the (existing, empty) ``folder``."""
+    (folder / "meta.json").write_text(json.dumps(sample.meta, indent=2, sort_keys=True))
+    (folder / "input").mkdir()
+    Image.fromarray(sample.input_rgb.numpy().astype(np.uint8)).save(folder / "input" / "rgb.png")
+    np.save(folder / "input" / "depth.npy", sample.input_depth.numpy().astype(np.float32))
+    camera = {
+        "K": sample.input_K.to(torch.float32).tolist(),
+        "camtoworld": sample.input_camtoworld.to(torch.float32).tolist(),
+    }
+    (folder / "input" / "camera.json").write_text(json.dumps(camera, indent=2))
+    for name, views in sample.trajectories.items():
+        _write_view_set(folder / "trajectories" / name, views)
+    if sample.heldout is not None:
+        _write_view_set(folder / "heldout", sample.heldout)
+
+
+def write_scene(path: str | os.PathLike[str], sample: SceneSample) -> Path:
+    """Write ``sample`` as the scene folder ``path`` atomically (temp folder, then rename).
+
+    Raises:
+        FileExistsError: if ``path`` already exists (nothing is written).
+        Exception: whatever the writing raised; the temporary folder is removed first.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"scene folder {path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{path.name}-", dir=path.parent))
+    try:
+        _write_contents(tmp, sample)
+        os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete ``.tmp-*`` folders left in ``folder`` by killed writers; returns how many.
+
+    Only call this when no writer is running on ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.name.startswith(_TMP_PREFIX) and p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _load_view_set(folder: Path) -> ViewSet:
+    """Read the five files of a :class:`ViewSet` from ``folder``."""
+    cameras = np.load(folder / "cameras.npz")
+    return ViewSet(
+        rgb=torch.from_numpy(np.load(folder / "rgb.npy")),
+        depth=torch.from_numpy(np.load(folder / "depth.npy")),
+        Ks=torch.from_numpy(cameras["Ks"]),
+        camtoworlds=torch.from_numpy(cameras["camtoworlds"]),
+        cache_rgb=torch.from_numpy(np.load(folder / "cache_rgb.npy")),
+        cache_mask=torch.from_numpy(np.load(folder / "cache_mask.npy")),
+    )
+
+
+def load_scene(
+    path: str | os.PathLike[str], trajectory_names: Sequence[str] | None = None
+) -> SceneSample:
+    """Read a scene folder written by :func:`write_scene`.
+
+    Args:
+        path: the ``scene_XXXXXX`` folder.
+        trajectory_names: trajectories to load; default all listed in ``meta.json``.
+    """
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    camera = json.loads((path / "input" / "camera.json").read_text())
+    names = meta["trajectory_names"] if trajectory_names is None else list(trajectory_names)
+    heldout = path / "heldout"
+    return SceneSample(
+        meta=meta,
+        input_rgb=torch.from_numpy(np.asarray(Image.open(path / "input" / "rgb.png")).copy()),
+        input_depth=torch.from_numpy(np.load(path / "input" / "depth.npy")),
+        input_K=torch.tensor(camera["K"], dtype=torch.float32),
+        input_camtoworld=torch.tensor(camera["camtoworld"], dtype=torch.float32),
+        trajectories={n: _load_view_set(path / "trajectories" / n) for n in names},
+        heldout=_load_view_set(heldout) if heldout.is_dir() else None,
+    )
+
+
+def list_scenes(split_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete scene folders (``scene_*`` with a ``meta.json``) in ``split_dir``, sorted."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        return []
+    return sorted(
+        p for p in split_dir.glob("scene_*") if p.is_dir() and (p / "meta.json").is_file()
+    )
+
+
+class ProceduralDataset(Dataset):
+    """Scenes of one split folder (``<root>/<split>``) as nested dicts of tensors.
+
+    Each item is :meth:`SceneSample.to_dict`: ``seed`` (), ``scene_depth`` () meters,
+    ``input`` {rgb (H, W, 3) uint8, depth (H, W), K (3, 3), camtoworld (4, 4)},
+    ``trajectories`` {name: {rgb (N, H, W, 3) uint8, depth (N, H, W), Ks (N, 3, 3),
+    camtoworlds (N, 4, 4), cache_rgb (N, H, W, 3) uint8, cache_mask (N, H, W) bool}} and
+    ``heldout`` (the same six fields, K views). Images stay uint8; scale them in the model.
+    """
+
+    def __init__(
+        self,
+        split_dir: str | os.PathLike[str],
+        trajectory_names: Sequence[str] | None = None,
+    ) -> None:
+        """Index the complete scene folders of ``split_dir``.
+
+        Args:
+            split_dir: a split folder, e.g. ``data/procedural/train``.
+            trajectory_names: trajectories to load; default all six.
+        """
+        self.scenes = list_scenes(split_dir)
+        names = LYRA_TRAJECTORY_NAMES if trajectory_names is None else trajectory_names
+        self.trajectory_names = tuple(names)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return load_scene(self.scenes[index], self.trajectory_names).to_dict()
