@@ -1,0 +1,85 @@
+"""Lyra's training loss: MSE + perceptual + scale-invariant depth + opacity L1.
+
+    L = w_mse MSE(rgb) + w_perceptual P(rgb) + w_depth D(depth) + w_opacity mean(opacity)
+
+with Lyra's weights 1, 0.5, 0.05 and 0 (0.1 in the pruning stage). The depth term is a
+smooth-L1 between depths normalised per image by their median and mean absolute deviation from
+it, so the teacher's depth only has to be right up to scale and shift. The perceptual term is a
+callable (ST-LPIPS or LPIPS once available); without one its weight must be 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
+from torch import Tensor
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms (Lyra's defaults)."""
+
+    mse: float = 1.0
+    perceptual: float = 0.5
+    depth: float = 0.05
+    opacity: float = 0.0
+
+
+def normalize_depth(depth: Tensor, mask: Tensor) -> Tensor:
+    """(depth - median) / mean |depth - median| per image over ``mask``; 0 outside it.
+
+    Args:
+        depth: (N, H, W) depths.
+        mask: (N, H, W) bool, valid pixels.
+    """
+    flat, valid = depth.flatten(1), mask.flatten(1)
+    filled = torch.where(valid, flat, torch.nan)
+    median = filled.nanmedian(dim=1, keepdim=True).values.nan_to_num(0.0)
+    deviation = (flat - median).abs()
+    mad = (deviation * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)
+    normalized = (flat - median) / mad.clamp_min(1e-6)
+    return torch.where(valid, normalized, 0.0).reshape(depth.shape)
+
+
+def depth_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Smooth-L1 between median/MAD-normalised depths (scale and shift invariant), (N, H, W)."""
+    if mask is None:
+        mask = target > 0
+    mask = mask & torch.isfinite(target) & torch.isfinite(pred)
+    diff = F.smooth_l1_loss(normalize_depth(pred, mask), normalize_depth(target, mask),
+                            reduction="none")  # fmt: skip
+    return (diff * mask).sum() / mask.sum().clamp_min(1)
+
+
+def lyra_loss(
+    rgb: Tensor,
+    target_rgb: Tensor,
+    depth: Tensor,
+    target_depth: Tensor,
+    opacities: Tensor,
+    weights: LossWeights | None = None,
+    perceptual: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """The total loss and its terms (as floats, for logging).
+
+    Args:
+        rgb, target_rgb: (N, H, W, 3) in [0, 1].
+        depth, target_depth: (N, H, W), target 0 where unknown.
+        opacities: any shape, the Gaussians' opacities.
+        perceptual: (pred, target) -> scalar, on (N, H, W, 3) images.
+    """
+    weights = weights or LossWeights()
+    if weights.perceptual and perceptual is None:
+        raise ValueError("a perceptual weight needs a perceptual loss callable (or weight 0)")
+    terms = {
+        "mse": F.mse_loss(rgb, target_rgb),
+        "depth": depth_loss(depth, target_depth),
+        "opacity": opacities.mean(),
+    }
+    if weights.perceptual:
+        terms["perceptual"] = perceptual(rgb, target_rgb)
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return total, {name: float(value.detach()) for name, value in terms.items()}
