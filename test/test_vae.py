@@ -1,0 +1,64 @@
+"""The video VAE wrapper around diffusers (offline, tiny Cosmos architecture)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from lyra_core.models.vae import VideoVAE
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return VideoVAE.tiny().eval()
+
+
+def test_cosmos_compression_factors(vae):
+    frames = torch.rand(2, 17, 32, 48, 3)
+    with torch.no_grad():
+        latents = vae.encode(frames)
+        decoded = vae.decode(latents)
+    assert latents.shape == (2, vae.latent_frames(17), 16, 4, 6) == (2, 3, 16, 4, 6)
+    assert decoded.shape == frames.shape
+    assert decoded.min() >= 0 and decoded.max() <= 1
+
+
+def test_bad_shapes_are_refused(vae):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        vae.encode(torch.rand(1, 10, 32, 32, 3))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.encode(torch.rand(1, 9, 30, 32, 3))
+    with pytest.raises(ValueError, match="latents must be"):
+        vae.decode(torch.rand(1, 2, 4, 4, 4))
+
+
+def test_save_and_load_a_diffusers_folder(vae, tmp_path):
+    vae.save_pretrained(tmp_path / "vae")
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["_class_name"] == (
+        "AutoencoderKLCosmos"
+    )
+    loaded = VideoVAE.from_pretrained(tmp_path / "vae").eval()
+    frames = torch.rand(1, 9, 16, 16, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(frames), vae.encode(frames))
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"_class_name": "NotAModel"}))
+    with pytest.raises(ValueError, match="no diffusers model"):
+        VideoVAE.from_pretrained(tmp_path / "vae")
+
+
+def test_per_frame_latent_statistics_are_applied():
+    torch.manual_seed(0)
+    base = VideoVAE.tiny().eval()
+    stats = {"latents_mean": [0.5] * 16 * 4, "latents_std": [2.0] * 16 * 4}
+    from diffusers import AutoencoderKLCosmos
+
+    shifted = VideoVAE(AutoencoderKLCosmos.from_config({**base.vae.config, **stats}))
+    shifted.vae.load_state_dict(base.vae.state_dict())
+    frames = torch.rand(1, 9, 16, 16, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(shifted.encode(frames), (base.encode(frames) - 0.5) / 2.0)
