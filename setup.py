@@ -24,6 +24,7 @@ setup(
     entry_points={
         "console_scripts": [
             "lyra-demo = lyra_core.demo:main",
+            "lyra-train = lyra_core.train:main",
             "lyra-world = lyra_ros.world_node:main",
             "lyra-demo-robot = lyra_ros.demo_robot:main",
             "lyra-ros-demo = lyra_ros.demo:main",
