@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .projection import ALPHA_THRESHOLD, ProjectedGaussians
-
-MAX_ALPHA = 0.999
-TRANSMITTANCE_EPS = 1e-4
+from .projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_EPS, ProjectedGaussians
 
 
 def rasterize_reference(

@@ -24,15 +24,13 @@ import math
 import torch
 from torch import Tensor
 
-from .projection import ALPHA_THRESHOLD, ProjectedGaussians
+from .projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_EPS, ProjectedGaussians
 
-MAX_ALPHA = 0.999
 _LOG_MAX_ALPHA = math.log(MAX_ALPHA)
 _LOG_ALPHA_THRESHOLD = math.log(ALPHA_THRESHOLD)
 _LOG_MIN_ALPHA = _LOG_ALPHA_THRESHOLD - 1.0
 # alpha >= 1/255  <=>  alpha > this (the float32 just below 1/255)
 _BELOW_ALPHA_THRESHOLD = torch.nextafter(torch.tensor(ALPHA_THRESHOLD), torch.tensor(0.0)).item()
-TRANSMITTANCE_EPS = 1e-4
 
 
 def rasterize_tiles(

@@ -5,8 +5,6 @@ Images are (..., H, W, 3) float tensors in [0, 1] (channels last, like the rende
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 from torch import Tensor
@@ -74,8 +72,3 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> 
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
     return ssim_map.flatten(1).mean(-1).reshape(lead)
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB for a mean squared error with peak 1."""
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)

@@ -21,6 +21,12 @@ from torch import Tensor
 ALPHA_THRESHOLD = 1.0 / 255.0
 """Smallest alpha a Gaussian contributes to a pixel (gsplat's ``ALPHA_THRESHOLD``)."""
 
+MAX_ALPHA = 0.999
+"""Largest alpha of one Gaussian at one pixel (gsplat)."""
+
+TRANSMITTANCE_EPS = 1e-4
+"""A pixel stops (excluding the Gaussian that would cross it) once transmittance reaches this."""
+
 MAX_EXTENT = 3.33
 """Cap of the bounding-box half-width in standard deviations (gsplat)."""
 

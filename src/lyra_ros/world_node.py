@@ -58,12 +58,6 @@ from lyra_ros.srv import BuildWorld, RenderView, WorldFile
 from lyra_ros.tf_buffer import TfError, TfExtrapolationError, TransformLookup
 from lyra_ros.world_builder import BuildOptions, WorldBuildError, build_world
 
-STATE_NAMES = {
-    WorldStatus.STATE_WAITING: "waiting",
-    WorldStatus.STATE_BUILDING: "building",
-    WorldStatus.STATE_READY: "ready",
-    WorldStatus.STATE_ERROR: "error",
-}
 WARN_PERIOD_S = 5.0
 
 
