@@ -19,10 +19,19 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    # The shipped tiny student (lyra_core.weights.shipped_student_path), once it is trained.
+    package_data={
+        "lyra_core.weights": [
+            "student_tiny/*.json",
+            "student_tiny/*/*.json",
+            "student_tiny/*/*.safetensors",
+        ]
+    },
     install_requires=["numpy", "scipy", "plyfile", "torch"],
     zip_safe=False,
     entry_points={
         "console_scripts": [
+            "lyra = lyra_core.cli:main",
             "lyra-demo = lyra_core.demo:main",
             "lyra-train = lyra_core.train:main",
             "lyra-world = lyra_ros.world_node:main",

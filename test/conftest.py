@@ -130,3 +130,32 @@ def make_scene():
 def make_cameras():
     """Factory of test cameras, see :func:`build_cameras`."""
     return build_cameras
+
+
+@pytest.fixture(scope="session")
+def tiny_student_checkpoint(tmp_path_factory) -> Path:
+    """A tiny untrained Lyra student saved as a checkpoint folder (64x48 videos, 9 frames)."""
+    pytest.importorskip("diffusers")
+    from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
+    from lyra_core.models.vae import VideoVAE
+    from lyra_core.student import LyraStudent, StudentConfig
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        student = LyraStudent(VideoVAE.tiny(), LyraDecoder(LyraDecoderConfig.tiny()))
+    config = StudentConfig(width=64, height=48, num_frames=9, training={"note": "untrained"})
+    return student.save_pretrained(tmp_path_factory.mktemp("student") / "tiny", config)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A procedural data root with 2 train, 1 val and 2 test scenes (32x32, 9 frames, 2 held-out
+    views): big enough for real training steps and evaluation, small enough for seconds."""
+    from lyra_core.data.procedural import GeneratorConfig, write_generated_scene
+
+    config = GeneratorConfig(width=32, height=32, num_frames=9, num_heldout=2, num_gaussians=3000)
+    root = tmp_path_factory.mktemp("data")
+    for split, seeds in {"train": (1, 2), "val": (900_001,), "test": (950_001, 950_002)}.items():
+        for seed in seeds:
+            write_generated_scene(root / split, seed, config, split=split)
+    return root

@@ -1,4 +1,4 @@
-"""Metrics (PSNR, SSIM) and the Lyra loss terms."""
+"""Metrics (PSNR, SSIM, perceptual distance) and the Lyra loss terms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lyra_core.losses import LossWeights, depth_loss, lyra_loss, normalize_depth
-from lyra_core.metrics import psnr, ssim
+from lyra_core.metrics import perceptual_distance, psnr, ssim
+from lyra_core.perceptual import PerceptualMetric
 
 
 def images(n: int = 2, seed: int = 0):
@@ -82,3 +83,21 @@ def test_lyra_loss_weights_and_gradients():
     total, terms = lyra_loss(rgb, target, depth, depth, opac, LossWeights(),
                              perceptual=lambda a, b: (a - b).abs().mean())  # fmt: skip
     assert "perceptual" in terms
+
+
+def test_perceptual_distance_and_loss_term():
+    metric = PerceptualMetric()  # untrained weights: the wiring, not the values
+    pred, target = images(2).float(), images(2, seed=1).float()
+    torch.testing.assert_close(perceptual_distance(pred, target, metric), metric(pred, target))
+    assert perceptual_distance(pred, target, metric).shape == (2,)
+    with pytest.raises(ValueError, match="pred"):
+        perceptual_distance(torch.full_like(pred, math.nan), target, metric)
+    rgb = pred.clone().requires_grad_(True)
+    depth = 1 + torch.rand(2, 32, 40)
+    total, terms = lyra_loss(rgb, target, depth, depth, torch.rand(10), LossWeights(),
+                             perceptual=metric.loss)  # fmt: skip
+    assert terms["perceptual"] == pytest.approx(float(metric(pred, target).mean()), rel=1e-5)
+    expected = terms["mse"] + 0.5 * terms["perceptual"] + 0.05 * terms["depth"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    total.backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -10,20 +11,18 @@ import yaml
 pytest.importorskip("accelerate")
 pytest.importorskip("diffusers")
 
-from lyra_core.data.procedural import GeneratorConfig, write_generated_scene
 from lyra_core.models.decoder import LyraDecoder
 from lyra_core.train import TrainConfig, main
 
-SCENES = GeneratorConfig(width=32, height=32, num_frames=9, num_heldout=2, num_gaussians=3000)
+HAVE_STLPIPS = importlib.util.find_spec("stlpips_pytorch") is not None
+LOSS = {"mse": 1.0, "perceptual": 0.5, "depth": 0.05, "opacity": 0.0}  # Lyra's weights
+# ST-LPIPS (the default metric) in the loss and in validation where its weights are installed.
+PERCEPTUAL = {"loss": LOSS} if HAVE_STLPIPS else {"perceptual": "none"}
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for seed in (1, 2):
-        write_generated_scene(root / "train", seed, SCENES, split="train")
-    write_generated_scene(root / "val", 900_001, SCENES, split="val")
-    return root
+def data_dir(tiny_dataset):
+    return tiny_dataset
 
 
 def write_config(tmp_path, data_dir, **overrides):
@@ -35,12 +34,13 @@ def write_config(tmp_path, data_dir, **overrides):
 
 
 def test_train_logs_validates_checkpoints_and_resumes(tmp_path, data_dir):
-    path = write_config(tmp_path, data_dir)
+    path = write_config(tmp_path, data_dir, **PERCEPTUAL)
     assert main(["--config", str(path)]) == 0
     run = tmp_path / "run"
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 for r in lines) and "val_psnr" in lines[1]
+    assert ("perceptual" in lines[0]) == ("val_perceptual" in lines[1]) == HAVE_STLPIPS
     assert (run / "validation" / "step_0000004.png").exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002",
                                                                        "step_0000004"]  # fmt: skip
@@ -58,3 +58,7 @@ def test_bad_configs_are_refused(tmp_path, data_dir):
         TrainConfig.from_yaml(path)
     with pytest.raises(FileNotFoundError, match="no training scenes"):
         main(["--config", str(write_config(tmp_path, tmp_path / "empty"))])
+    with pytest.raises(ValueError, match="needs a perceptual metric"):
+        main(["--config", str(write_config(tmp_path, data_dir, loss=LOSS, perceptual="none"))])
+    with pytest.raises(ValueError, match="unknown perceptual metric"):
+        main(["--config", str(write_config(tmp_path, data_dir, perceptual="lpips"))])

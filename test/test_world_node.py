@@ -90,7 +90,7 @@ def input_pose() -> np.ndarray:
 class Client:
     """The test side: publishers, subscriptions and service clients of one world node."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, world: str = "/lyra_world") -> None:
         self.node = node
         self.status: WorldStatus | None = None
         self.images: dict[str, list[Image]] = {"cam": [], "ghost": [], "depth": [], "info": []}
@@ -101,9 +101,9 @@ class Client:
         self.info_pub = n.create_publisher(CameraInfo, "camera_info", 10)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
         self.subs = [
-            n.create_subscription(WorldStatus, "/lyra_world/status", self._on_status, LATCHED_QOS),
+            n.create_subscription(WorldStatus, f"{world}/status", self._on_status, LATCHED_QOS),
             n.create_subscription(
-                PointCloud2, "/lyra_world/world_points", self._on_points, LATCHED_QOS
+                PointCloud2, f"{world}/world_points", self._on_points, LATCHED_QOS
             ),
             n.create_subscription(Image, "sim/cam/image", self.images["cam"].append, 10),
             n.create_subscription(Image, "sim/ghost/image", self.images["ghost"].append, 10),
@@ -113,11 +113,11 @@ class Client:
             ),
         ]
         self.clients = {
-            "reset": n.create_client(Trigger, "/lyra_world/reset_world"),
-            "build": n.create_client(BuildWorld, "/lyra_world/build_world"),
-            "render": n.create_client(RenderView, "/lyra_world/render_view"),
-            "save": n.create_client(WorldFile, "/lyra_world/save_world"),
-            "load": n.create_client(WorldFile, "/lyra_world/load_world"),
+            "reset": n.create_client(Trigger, f"{world}/reset_world"),
+            "build": n.create_client(BuildWorld, f"{world}/build_world"),
+            "render": n.create_client(RenderView, f"{world}/render_view"),
+            "save": n.create_client(WorldFile, f"{world}/save_world"),
+            "load": n.create_client(WorldFile, f"{world}/load_world"),
         }
 
     def _on_status(self, msg: WorldStatus) -> None:
@@ -183,11 +183,11 @@ class Client:
         return self.status
 
 
-def start_world_node(tmp_path: Path, config: str = CONFIG) -> subprocess.Popen:
+def start_world_node(tmp_path: Path, config: str = CONFIG, *ros_args: str) -> subprocess.Popen:
     path = tmp_path / "world.yaml"
     path.write_text(config)
     return subprocess.Popen(
-        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path)],
+        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path), *ros_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -361,6 +361,17 @@ def test_build_world_from_a_request_image_and_busy_answers(world):
     assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == 1600 * 1200
 
 
+def test_lyra_without_a_checkpoint_fails_and_the_node_keeps_running(world):
+    client, process = world
+    rgb, _ = gradient_rgbd()
+    request = BuildWorld.Request(use_latest=False, image=numpy_to_image(rgb, "rgb8"),
+                                 source="lyra")  # fmt: skip
+    response = client.call("build", request)
+    assert not response.success and "lyra_checkpoint" in response.message
+    status = client.wait_state(WorldStatus.STATE_READY)  # the previous world stays
+    assert "lyra_checkpoint" in status.error and process.poll() is None
+
+
 def test_compressed_images_without_camera_info(ros_node, tmp_path):
     config = CONFIG.replace("cameras: [cam, ghost]", "cameras: [cam]").replace(
         "depth_stride: 1", "depth_stride: 1\n    image_transport: compressed"
@@ -386,3 +397,32 @@ def test_compressed_images_without_camera_info(ros_node, tmp_path):
     finally:
         output = stop(process)
     assert "no camera_info received" in output
+
+
+def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_student_checkpoint):
+    # Its own node name: the module's world node is still running and serves /lyra_world/*.
+    config = CONFIG.replace("lyra_world:", "lyra_world_lyra:").replace(
+        "cameras: [cam, ghost]", "cameras: [cam]"
+    ).replace(
+        "depth_stride: 1",
+        f"depth_stride: 1\n    world_source: lyra\n    lyra_checkpoint: {tiny_student_checkpoint}"
+        "\n    lyra_assumed_depth: 2.0",
+    )  # fmt: skip
+    process = start_world_node(tmp_path, config, "--ros-args", "-r", "__node:=lyra_world_lyra")
+    try:
+        client = Client(ros_node, "/lyra_world_lyra")
+        client.wait_state(WorldStatus.STATE_WAITING)
+        rgb, _ = gradient_rgbd(96, 48)  # wider than the student's 64x48: centre-cropped
+        request = BuildWorld.Request(  # no depth: the image on a plane 2 m away
+            use_latest=False,
+            image=numpy_to_image(rgb, "rgb8"),
+            camera_info=intrinsics_to_camera_info(Intrinsics(60.0, 60.0, 47.5, 23.5, 96, 48)),
+        )
+        response = client.call("build", request, timeout=120.0)
+        assert response.success, response.message
+        assert response.gaussian_count > 0 and "from lyra" in response.message
+        status = client.wait_state(WorldStatus.STATE_READY)
+        assert status.source == "lyra" and status.gaussian_count == response.gaussian_count
+    finally:
+        output = stop(process)
+    assert "lyra build stages: cache" in output

@@ -5,7 +5,8 @@
 with Lyra's weights 1, 0.5, 0.05 and 0 (0.1 in the pruning stage). The depth term is a
 smooth-L1 between depths normalised per image by their median and mean absolute deviation from
 it, so the teacher's depth only has to be right up to scale and shift. The perceptual term is a
-callable (ST-LPIPS or LPIPS once available); without one its weight must be 0.
+callable, e.g. ``PerceptualMetric.shift_tolerant().loss`` (ST-LPIPS, see
+:mod:`lyra_core.perceptual`); without one its weight must be 0.
 """
 
 from __future__ import annotations

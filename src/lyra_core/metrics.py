@@ -1,4 +1,5 @@
-"""Image metrics for renders against targets: PSNR and SSIM (perceptual metrics come later).
+"""Image metrics for renders against targets: PSNR, SSIM and a learned perceptual distance
+(ST-LPIPS or LPIPS, :mod:`lyra_core.perceptual`).
 
 Images are (..., H, W, 3) float tensors in [0, 1] (channels last, like the renderer's output).
 """
@@ -10,6 +11,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 from torch import Tensor
 
 from ._validation import check_finite
+from .perceptual import PerceptualMetric
 
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
@@ -72,3 +74,20 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> 
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
     return ssim_map.flatten(1).mean(-1).reshape(lead)
+
+
+def perceptual_distance(pred: Tensor, target: Tensor, metric: PerceptualMetric) -> Tensor:
+    """Learned perceptual distance per image (0 for identical images, lower is better).
+
+    The metric is passed in, built once by the caller (its weights are loaded from disk), e.g.
+    ``PerceptualMetric.shift_tolerant()`` for ST-LPIPS or ``load_perceptual(name)``.
+
+    Args:
+        pred, target: (..., H, W, 3) in [0, 1], on the metric's device; H, W at least
+            ``metric.min_size``.
+
+    Returns:
+        (...) distances.
+    """
+    _check_pair(pred, target)
+    return metric(pred, target)

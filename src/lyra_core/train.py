@@ -9,17 +9,19 @@ distillation_loss`), with gradient clipping. Outputs in ``out_dir``:
 - ``log.jsonl``: one line per logged step (loss terms, learning rate, seconds);
 - ``checkpoints/step_XXXXXXX/``: ``decoder/`` (config.json + model.safetensors) and
   ``trainer.pt`` (optimizer, step); training resumes from the newest one;
-- ``validation/step_XXXXXXX.png``: held-out targets (top) over renders (bottom), with PSNR/SSIM
-  in the log.
+- ``validation/step_XXXXXXX.png``: held-out targets (top) over renders (bottom), with PSNR,
+  SSIM and the perceptual distance in the log.
+
+The perceptual loss term and ``val_perceptual`` use the metric named by ``perceptual``
+(:func:`lyra_core.perceptual.load_perceptual`: ST-LPIPS AlexNet by default, ``none`` for none).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,14 +29,24 @@ import yaml
 from tqdm import tqdm
 
 from .cameras import Cameras
+from .config_io import load_yaml_dataclass, parse_training_args
 from .data.format import list_scenes, load_scene
 from .losses import LossWeights
 from .media import contact_sheet, to_uint8, write_png
-from .metrics import psnr, ssim
+from .metrics import perceptual_distance, psnr, ssim
 from .models.decoder import LyraDecoder, LyraDecoderConfig
 from .models.vae import VideoVAE
+from .perceptual import PerceptualMetric, load_perceptual
 from .rendering import render
-from .student import LyraStudent, distillation_loss, scene_inputs, scene_targets
+from .run_dir import checkpoint_folder, latest_checkpoint, load_trainer_state, save_trainer_state
+from .schedules import set_learning_rate, warmup_cosine
+from .student import (
+    LyraStudent,
+    TargetViews,
+    distillation_loss,
+    scene_inputs,
+    scene_targets,
+)
 
 
 @dataclass
@@ -53,20 +65,19 @@ class TrainConfig:
     frames_per_trajectory: int = 1
     loss: dict = field(default_factory=lambda: {"mse": 1.0, "perceptual": 0.0, "depth": 0.05,
                                                 "opacity": 0.0})  # fmt: skip
+    target_views: int | None = None  # views rendered per step, drawn from the targets; None: all
+    warmup_steps: int = 0  # linear warm-up, then cosine decay to 10 % of lr
+    perceptual: str = "stlpips-alex"  # loss term (weight loss.perceptual) and val_perceptual
     mixed_precision: str = "no"
     log_every: int = 10
     val_every: int = 100
+    val_scenes: int = 4  # validation scenes averaged (the PNG shows the first)
     save_every: int = 100
     seed: int = 0
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown training settings {unknown}")
-        return cls(**data)
+        return load_yaml_dataclass(cls, path)
 
 
 def build_student(config: TrainConfig) -> LyraStudent:
@@ -79,23 +90,15 @@ def build_student(config: TrainConfig) -> LyraStudent:
     return LyraStudent(vae, decoder)
 
 
-def _latest_checkpoint(out_dir: Path) -> Path | None:
-    steps = sorted((out_dir / "checkpoints").glob("step_*"))
-    return steps[-1] if steps else None
-
-
 def save_checkpoint(out_dir: Path, step: int, decoder: LyraDecoder, optimizer) -> Path:
-    folder = out_dir / "checkpoints" / f"step_{step:07d}"
+    folder = checkpoint_folder(out_dir, step)
     decoder.save_pretrained(folder / "decoder")
-    tmp = folder / "trainer.pt.tmp"
-    torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp)
-    os.replace(tmp, folder / "trainer.pt")
+    save_trainer_state(folder, step, optimizer)
     return folder
 
 
-def validate(student: LyraStudent, scene_dir: Path, out_dir: Path, step: int) -> dict:
-    """Render the held-out views of a validation scene; PNG grid + PSNR/SSIM."""
-    sample = load_scene(scene_dir)
+def _render_heldout(student: LyraStudent, sample) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out renders of a scene and their targets, (K, H, W, 3) in [0, 1]."""
     views = sample.heldout
     with torch.no_grad():
         gaussians = student(*scene_inputs(sample)).to_gaussians()
@@ -105,14 +108,44 @@ def validate(student: LyraStudent, scene_dir: Path, out_dir: Path, step: int) ->
             Cameras(views.camtoworlds, views.Ks, width, height),
             background=tuple(sample.meta.get("background", (0, 0, 0))),
         ).rgb
-    target = views.rgb.float() / 255.0
-    sheet = contact_sheet([[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
-                          ["held-out", "student"])  # fmt: skip
-    write_png(out_dir / "validation" / f"step_{step:07d}.png", sheet)
-    quality = {"val_psnr": float(psnr(rendered, target).mean())}
-    if min(height, width) >= 11:  # SSIM's window
-        quality["val_ssim"] = float(ssim(rendered, target).mean())
-    return quality
+    return rendered, (views.rgb.float() / 255.0).to(rendered.device)
+
+
+def validate(
+    student: LyraStudent,
+    scene_dirs: list[Path],
+    out_dir: Path,
+    step: int,
+    perceptual: PerceptualMetric | None = None,
+) -> dict:
+    """Render the held-out views of validation scenes: PNG grid of the first + mean PSNR/SSIM
+    (+ the perceptual distance with a metric, on images of at least its ``min_size``)."""
+    scores: dict[str, list[float]] = {}
+    for index, scene_dir in enumerate(scene_dirs):
+        rendered, target = _render_heldout(student, load_scene(scene_dir))
+        if index == 0:
+            sheet = contact_sheet([[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
+                                  ["held-out", "student"])  # fmt: skip
+            write_png(out_dir / "validation" / f"step_{step:07d}.png", sheet)
+        height, width = target.shape[1:3]
+        scores.setdefault("val_psnr", []).append(float(psnr(rendered, target).mean()))
+        if min(height, width) >= 11:  # SSIM's window
+            scores.setdefault("val_ssim", []).append(float(ssim(rendered, target).mean()))
+        if perceptual is not None and min(height, width) >= perceptual.min_size:
+            with torch.no_grad():
+                distance = perceptual_distance(rendered, target, perceptual)
+            scores.setdefault("val_perceptual", []).append(float(distance.mean()))
+    return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+def select_views(targets: TargetViews, count: int | None, rng: torch.Generator) -> TargetViews:
+    """``count`` target views drawn without replacement (all of them for None)."""
+    total = targets.rgb.shape[0]
+    if count is None or count >= total:
+        return targets
+    index = torch.randperm(total, generator=rng)[:count]
+    return TargetViews(targets.rgb[index], targets.depth[index], targets.camtoworlds[index],
+                       targets.Ks[index])  # fmt: skip
 
 
 def train(config: TrainConfig) -> Path:
@@ -125,37 +158,46 @@ def train(config: TrainConfig) -> Path:
     val_scenes = list_scenes(Path(config.data_dir) / "val")
     if not train_scenes:
         raise FileNotFoundError(f"no training scenes in {Path(config.data_dir) / 'train'}")
+    weights = LossWeights(**config.loss)
+    perceptual = load_perceptual(config.perceptual)
+    if weights.perceptual and perceptual is None:
+        raise ValueError(f"loss weight perceptual {weights.perceptual} needs a perceptual metric, "
+                         f"got perceptual: {config.perceptual!r}")  # fmt: skip
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    if perceptual is not None:
+        perceptual.to(accelerator.device)
     student = build_student(config)
     optimizer = torch.optim.AdamW(student.decoder.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)  # fmt: skip
     start = 0
-    resume = _latest_checkpoint(out_dir)
+    resume = latest_checkpoint(out_dir)
     if resume is not None:
         saved = LyraDecoder.from_pretrained(resume / "decoder")
         student.decoder.load_state_dict(saved.state_dict())
-        state = torch.load(resume / "trainer.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
+        start = load_trainer_state(resume, optimizer)
     student.decoder, optimizer = accelerator.prepare(student.decoder, optimizer)
     student.vae.to(accelerator.device)
-    weights = LossWeights(**config.loss)
     out_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         (out_dir / "train_config.yaml").write_text(yaml.safe_dump(asdict(config)))
 
+    perceptual_loss = perceptual.loss if perceptual is not None else None
     rng = torch.Generator().manual_seed(config.seed + start)
     log = (out_dir / "log.jsonl").open("a")
     progress = tqdm(range(start, config.steps), initial=start, total=config.steps,
                     desc="train", disable=not accelerator.is_main_process)  # fmt: skip
     for step in progress:
         began = time.perf_counter()
+        set_learning_rate(
+            optimizer, config.lr * warmup_cosine(step, config.steps, config.warmup_steps)
+        )
         scene = train_scenes[int(torch.randint(len(train_scenes), (1,), generator=rng))]
         sample = load_scene(scene)
+        targets = select_views(scene_targets(sample, config.frames_per_trajectory),
+                               config.target_views, rng)  # fmt: skip
         with accelerator.autocast():
-            loss, terms = distillation_loss(student, sample,
-                                            scene_targets(sample, config.frames_per_trajectory),
-                                            weights)  # fmt: skip
+            loss, terms = distillation_loss(student, sample, targets, weights,
+                                            perceptual=perceptual_loss)  # fmt: skip
         optimizer.zero_grad()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(student.decoder.parameters(), config.grad_clip)
@@ -166,7 +208,8 @@ def train(config: TrainConfig) -> Path:
                   "seconds": round(time.perf_counter() - began, 3)}  # fmt: skip
         progress.set_postfix(loss=f"{record['loss']:.4f}")
         if accelerator.is_main_process and val_scenes and done % config.val_every == 0:
-            record |= validate(student, val_scenes[0], out_dir, done)
+            record |= validate(student, val_scenes[: config.val_scenes], out_dir, done,
+                              perceptual)  # fmt: skip
         if accelerator.is_main_process and (done % config.log_every == 0 or "val_psnr" in record):
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -177,16 +220,7 @@ def train(config: TrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lyra-train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="training YAML")
-    parser.add_argument("--steps", type=int, help="override the number of steps")
-    parser.add_argument("--out-dir", help="override the output folder")
-    args = parser.parse_args(argv)
-    config = TrainConfig.from_yaml(args.config)
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.out_dir is not None:
-        config.out_dir = args.out_dir
+    config = parse_training_args(TrainConfig, "lyra train", __doc__, argv)
     print(f"training output in {train(config)}")
     return 0
 

@@ -7,27 +7,39 @@ Sources:
 
 - ``depth``: every pixel of an RGB-D frame becomes a Gaussian
   (:func:`lyra_core.rgbd.gaussians_from_rgbd`).
-- ``lyra``: the learned Lyra decoder (image -> 3D cache -> six trajectory latents -> Gaussians).
-  It needs a trained student checkpoint, which the project does not ship yet; choosing it
-  raises a clear error until it does.
-- ``auto``: ``lyra`` when its checkpoint is available, otherwise ``depth`` when a depth image is
-  given.
+- ``lyra``: the learned Lyra student (image -> 3D cache -> six trajectory latents -> Gaussians,
+  :class:`lyra_core.pipeline.LyraWorldPipeline`) from the checkpoint folder
+  ``lyra_checkpoint``; ``shipped`` names the tiny student installed with the package
+  (:func:`lyra_core.weights.shipped_student_path`). Depth is optional: without it the pipeline
+  assumes a fronto-parallel plane at ``lyra_assumed_depth`` meters.
+- ``auto``: ``lyra`` when ``lyra_checkpoint`` names a folder with a ``student.json``, otherwise
+  ``depth`` when a depth image is given.
+
+:class:`WorldBuilder` keeps the loaded Lyra pipeline between builds (the node owns one);
+:func:`build_world` is a one-off build.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lyra_core.cameras import Intrinsics
 from lyra_core.gaussians import Gaussians
+from lyra_core.pipeline import DEFAULT_ASSUMED_DEPTH, LyraWorldPipeline
 from lyra_core.rgbd import gaussians_from_rgbd
+from lyra_core.student import STUDENT_CONFIG_NAME, CheckpointError
+from lyra_core.weights import shipped_student_path
 
 WORLD_SOURCES = ("auto", "depth", "lyra")
+
+SHIPPED_CHECKPOINT = "shipped"
+"""``lyra_checkpoint`` value naming the student shipped with the package."""
 
 
 class WorldBuildError(ValueError):
@@ -44,15 +56,48 @@ class BuildOptions:
     max_depth: float = 20.0
     opacity: float = 0.95
     lyra_checkpoint: str = ""
+    lyra_assumed_depth: float = DEFAULT_ASSUMED_DEPTH
 
 
 @dataclass
 class BuiltWorld:
-    """A world and how it was made."""
+    """A world and how it was made (``stages``: seconds per stage of a ``lyra`` build)."""
 
     gaussians: Gaussians
     source: str
     seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def lyra_checkpoint_folder(checkpoint: str) -> Path:
+    """The folder a ``lyra_checkpoint`` value names (``shipped``: the packaged student).
+
+    Raises:
+        WorldBuildError: the value is empty, or ``shipped`` while this install ships none.
+    """
+    if not checkpoint:
+        raise WorldBuildError(
+            "the 'lyra' world source needs lyra_checkpoint: a student checkpoint folder, or "
+            f"'{SHIPPED_CHECKPOINT}' for the student installed with the package"
+        )
+    if checkpoint == SHIPPED_CHECKPOINT:
+        folder = shipped_student_path()
+        if folder is None:
+            raise WorldBuildError(
+                f"lyra_checkpoint '{SHIPPED_CHECKPOINT}': this installation ships no trained "
+                "student (lyra_core/weights/student_tiny has no student.json)"
+            )
+        return folder
+    return Path(checkpoint).expanduser()
+
+
+def lyra_available(options: BuildOptions) -> bool:
+    """True when ``options.lyra_checkpoint`` names a folder holding a ``student.json``."""
+    try:
+        folder = lyra_checkpoint_folder(options.lyra_checkpoint)
+    except WorldBuildError:
+        return False
+    return (folder / STUDENT_CONFIG_NAME).is_file()
 
 
 def resolve_source(options: BuildOptions, has_depth: bool) -> str:
@@ -61,18 +106,101 @@ def resolve_source(options: BuildOptions, has_depth: bool) -> str:
         raise WorldBuildError(
             f"unknown world source {options.source!r}; use one of {', '.join(WORLD_SOURCES)}"
         )
-    lyra_ready = bool(options.lyra_checkpoint)
-    if options.source == "lyra" or (options.source == "auto" and lyra_ready):
-        raise WorldBuildError(
-            "the 'lyra' world source needs a trained Lyra student checkpoint, which is not "
-            "available yet; use world_source 'depth' with an RGB-D camera"
-        )
+    if options.source == "lyra":
+        lyra_checkpoint_folder(options.lyra_checkpoint)  # a clear error when it names nothing
+        return "lyra"
+    if options.source == "auto" and lyra_available(options):
+        return "lyra"
     if not has_depth:
         raise WorldBuildError(
             f"world source {options.source!r} needs a depth image registered to the colour image "
-            "(no depth received) until a Lyra checkpoint is available"
+            "(no depth received), or lyra_checkpoint set to a trained Lyra student"
         )
     return "depth"
+
+
+class WorldBuilder:
+    """Builds worlds, keeping the Lyra pipeline of the checkpoint last used in memory.
+
+    The pipeline is reloaded when ``lyra_checkpoint`` names another folder or its
+    ``student.json`` changed. Not thread-safe: the node runs its builds one at a time.
+
+    Args:
+        device: where the Lyra pipeline runs (the ``depth`` source runs on the CPU).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._pipeline: LyraWorldPipeline | None = None
+        self._pipeline_key: tuple | None = None
+
+    def pipeline(self, checkpoint: str) -> LyraWorldPipeline:
+        """The loaded pipeline of ``checkpoint`` (loading it on first use).
+
+        Raises:
+            WorldBuildError: the checkpoint is unset, missing, corrupt or inconsistent.
+        """
+        folder = lyra_checkpoint_folder(checkpoint)
+        key = (folder.resolve(), _modified_ns(folder / STUDENT_CONFIG_NAME))
+        if key != self._pipeline_key:
+            self._pipeline = self._pipeline_key = None  # free the old model first
+            try:
+                self._pipeline = LyraWorldPipeline.from_pretrained(folder, device=self.device)
+            except CheckpointError as err:
+                raise WorldBuildError(f"lyra_checkpoint {checkpoint!r}: {err}") from err
+            self._pipeline_key = key
+        return self._pipeline
+
+    def build(
+        self,
+        rgb: np.ndarray,
+        depth_m: np.ndarray | None,
+        intrinsics: Intrinsics,
+        world_from_camera: np.ndarray,
+        options: BuildOptions,
+    ) -> BuiltWorld:
+        """Build a world in the world frame.
+
+        Args:
+            rgb: (H, W, 3) uint8 colour image.
+            depth_m: (H, W) float32 depth in meters registered to ``rgb``, or None.
+            intrinsics: intrinsics of ``rgb`` (and ``depth_m``).
+            world_from_camera: (4, 4) pose of the camera optical frame in the world frame.
+            options: source and its parameters.
+
+        Raises:
+            WorldBuildError: the source cannot run on these inputs (sizes, missing depth, a bad
+                checkpoint, ...).
+        """
+        start = time.perf_counter()
+        source = resolve_source(options, depth_m is not None)
+        _check_inputs(rgb, depth_m, world_from_camera)
+        if source == "lyra":
+            gaussians, stages = self._build_lyra(rgb, depth_m, intrinsics, world_from_camera,
+                                                 options)  # fmt: skip
+        else:
+            gaussians, stages = _build_depth(rgb, depth_m, intrinsics, world_from_camera, options)
+        return BuiltWorld(gaussians, source, time.perf_counter() - start, stages)
+
+    def _build_lyra(
+        self,
+        rgb: np.ndarray,
+        depth_m: np.ndarray | None,
+        intrinsics: Intrinsics,
+        world_from_camera: np.ndarray,
+        options: BuildOptions,
+    ) -> tuple[Gaussians, dict[str, float]]:
+        pipeline = self.pipeline(options.lyra_checkpoint)
+        if depth_m is not None:
+            depth_m = np.where(_in_range(depth_m, options), depth_m, np.nan).astype(np.float32)
+        try:
+            out = pipeline(rgb, depth_m, intrinsics.matrix(), world_from_camera,
+                           assumed_depth=options.lyra_assumed_depth)  # fmt: skip
+        except ValueError as err:
+            raise WorldBuildError(f"lyra: {err}") from err
+        if len(out.gaussians) == 0:
+            raise WorldBuildError("lyra: the student produced no Gaussians")
+        return out.gaussians, out.timings
 
 
 def build_world(
@@ -82,20 +210,14 @@ def build_world(
     world_from_camera: np.ndarray,
     options: BuildOptions,
 ) -> BuiltWorld:
-    """Build a world in the world frame.
+    """One build with a fresh :class:`WorldBuilder` on the CPU (see :meth:`WorldBuilder.build`;
+    a ``lyra`` build loads its checkpoint every time)."""
+    return WorldBuilder().build(rgb, depth_m, intrinsics, world_from_camera, options)
 
-    Args:
-        rgb: (H, W, 3) uint8 colour image.
-        depth_m: (H, W) float32 depth in meters registered to ``rgb``, or None.
-        intrinsics: intrinsics of ``rgb`` (and ``depth_m``).
-        world_from_camera: (4, 4) pose of the camera optical frame in the world frame.
-        options: source and its parameters.
 
-    Raises:
-        WorldBuildError: the source cannot run on these inputs (sizes, missing depth, ...).
-    """
-    start = time.perf_counter()
-    source = resolve_source(options, depth_m is not None)
+def _check_inputs(
+    rgb: np.ndarray, depth_m: np.ndarray | None, world_from_camera: np.ndarray
+) -> None:
     if depth_m is not None and depth_m.shape != rgb.shape[:2]:
         raise WorldBuildError(
             f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
@@ -103,6 +225,15 @@ def build_world(
         )
     if not np.isfinite(world_from_camera).all():
         raise WorldBuildError("the camera pose in the world frame contains NaN or inf")
+
+
+def _build_depth(
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    intrinsics: Intrinsics,
+    world_from_camera: np.ndarray,
+    options: BuildOptions,
+) -> tuple[Gaussians, dict[str, float]]:
     try:
         gaussians = gaussians_from_rgbd(
             rgb,
@@ -112,10 +243,29 @@ def build_world(
             stride=options.depth_stride,
             opacity=options.opacity,
             min_depth=options.min_depth,
-            max_depth=options.max_depth if options.max_depth > 0 else math.inf,
+            max_depth=_max_depth(options),
         )
     except ValueError as err:
         raise WorldBuildError(str(err)) from err
     if len(gaussians) == 0:
         raise WorldBuildError("the depth image has no valid pixels in [min_depth, max_depth]")
-    return BuiltWorld(gaussians, source, time.perf_counter() - start)
+    return gaussians, {}
+
+
+def _in_range(depth_m: np.ndarray, options: BuildOptions) -> np.ndarray:
+    """(H, W) bool: finite depths in [min_depth, max_depth] (max_depth <= 0: no limit)."""
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(depth_m) & (depth_m >= options.min_depth)
+                & (depth_m <= _max_depth(options)))  # fmt: skip
+
+
+def _max_depth(options: BuildOptions) -> float:
+    """``max_depth`` in meters, infinite when the option is <= 0."""
+    return options.max_depth if options.max_depth > 0 else math.inf
+
+
+def _modified_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

@@ -56,7 +56,7 @@ from lyra_ros.msg import WorldStatus
 from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
 from lyra_ros.tf_buffer import TfError, TfExtrapolationError, TransformLookup
-from lyra_ros.world_builder import BuildOptions, WorldBuildError, build_world
+from lyra_ros.world_builder import BuildOptions, WorldBuilder, WorldBuildError
 
 WARN_PERIOD_S = 5.0
 
@@ -134,8 +134,10 @@ class WorldNode(Node):
             max_depth=p("max_depth").value,
             opacity=p("opacity").value,
             lyra_checkpoint=p("lyra_checkpoint").value,
+            lyra_assumed_depth=p("lyra_assumed_depth").value,
         )
         self.device = self._resolve_device(p("device").value)
+        self.world_builder = WorldBuilder(self.device)  # keeps the Lyra model between builds
         self.background = tuple(float(v) for v in p("background").value)
         self.cameras = self._read_cameras()
 
@@ -175,10 +177,19 @@ class WorldNode(Node):
         declare("min_depth", 0.05, _describe("Depth below this (m) is invalid."))
         declare("max_depth", 20.0, _describe("Depth above this (m) is invalid; 0 = no limit."))
         declare("opacity", 0.95, _describe("Opacity of Gaussians built from depth."))
-        declare("lyra_checkpoint", "", _describe("Folder of a Lyra student checkpoint."))
+        declare(
+            "lyra_checkpoint",
+            "",
+            _describe("Lyra student checkpoint folder, 'shipped' (packaged student) or '' (none)."),
+        )
+        declare(
+            "lyra_assumed_depth",
+            3.0,
+            _describe("lyra without depth: distance (m) of the assumed fronto-parallel plane."),
+        )
         declare("default_fov_deg", 60.0, _describe("Horizontal FOV used without camera_info."))
         declare("tf_cache_time", 10.0, _describe("Seconds of tf history kept."))
-        declare("device", "auto", _describe("Render device: auto, cpu or cuda."))
+        declare("device", "auto", _describe("Render and Lyra device: auto, cpu or cuda."))
         declare("background", [0.0, 0.0, 0.0], _describe("RGB in [0, 1] behind the world."))
         declare("point_cloud_max_points", 50000, _describe("Cap of ~/world_points (0: off)."))
         declare(
@@ -394,7 +405,7 @@ class WorldNode(Node):
         try:
             frame = make_inputs()
             world_from_camera = self._anchor(frame)
-            built = build_world(
+            built = self.world_builder.build(
                 frame.rgb, frame.depth_m, frame.intrinsics, world_from_camera, options
             )
         except WorldBuildError as err:
@@ -403,6 +414,9 @@ class WorldNode(Node):
         except Exception as err:  # never let a build kill the node
             self._fail(f"build failed: {err!r}")
             return False, f"build failed: {err!r}"
+        if built.stages:
+            stages = ", ".join(f"{k} {v:.2f} s" for k, v in built.stages.items())
+            self.get_logger().info(f"{built.source} build stages: {stages}")
         self._set_world(built.gaussians.to(self.device), built.source, built.seconds)
         return True, f"built {len(built.gaussians)} Gaussians from {built.source}"
 

@@ -16,7 +16,8 @@ A scene sample, fully determined by its seed and a :class:`GeneratorConfig`:
    scene seed) from the input camera, ``num_frames`` each; frame 0 is the input camera.
 4. **Renders** of every camera: RGB (uint8), depth (float32 meters, 0 where alpha <= 0.5), and
    the **3D cache** render: the input view unprojected with its depth
-   (:func:`lyra_core.rgbd.gaussians_from_rgbd`) rendered over black, with the mask
+   (:func:`lyra_core.cache.cache_gaussians`) rendered over black
+   (:func:`lyra_core.cache.render_cache`, shared with the inference pipeline), with the mask
    ``alpha > 0.5`` -- what GEN3C conditions on.
 5. **Held-out cameras**: ``num_heldout`` random poses near the input camera (offsets up to
    ~0.3 scene depths, look-at point jittered), rendered the same way, for evaluation.
@@ -45,7 +46,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from lyra_core.cameras import Cameras, Intrinsics, look_at
+from lyra_core.cache import Renders, cache_gaussians, render_cache, render_views
+from lyra_core.cameras import Intrinsics, look_at
 from lyra_core.data.format import (
     SceneSample,
     ViewSet,
@@ -56,9 +58,6 @@ from lyra_core.data.format import (
     write_scene,
 )
 from lyra_core.gaussians import Gaussians
-from lyra_core.media import to_uint8
-from lyra_core.rendering import render
-from lyra_core.rgbd import gaussians_from_rgbd
 from lyra_core.scenes import Surface, checker, plane, sphere, surface_gaussians
 from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
 
@@ -380,38 +379,6 @@ def _heldout_poses(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Rendered:
-    """Renders of N cameras on the CPU: rgb (N, H, W, 3) uint8, depth (N, H, W) float32 m
-    (0 where alpha <= 0.5), mask (N, H, W) bool (alpha > 0.5)."""
-
-    rgb: Tensor
-    depth: Tensor
-    mask: Tensor
-
-
-def _render_views(
-    gaussians: Gaussians,
-    camtoworlds: Tensor,
-    intrinsics: Intrinsics,
-    background: Sequence[float],
-    config: GeneratorConfig,
-) -> _Rendered:
-    """Render (N, 4, 4) float32 poses in batches of ``config.batch_size``."""
-    gaussians = gaussians.to(device=config.device)
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(camtoworlds), config.batch_size):
-            poses = camtoworlds[start : start + config.batch_size].to(config.device)
-            cams = Cameras.from_intrinsics(poses, intrinsics)
-            out = render(gaussians, cams, background=background)
-            parts.append((out.rgb.cpu(), out.alpha[..., 0].cpu(), out.depth[..., 0].cpu()))
-    rgb, alpha, depth = (torch.cat([p[i] for p in parts]) for i in range(3))
-    mask = alpha > 0.5
-    depth = torch.where(mask, depth, torch.zeros_like(depth)).to(torch.float32)
-    return _Rendered(torch.from_numpy(to_uint8(rgb)), depth, mask)
-
-
 def _view_set(
     gaussians: Gaussians,
     cache: Gaussians,
@@ -421,8 +388,9 @@ def _view_set(
     config: GeneratorConfig,
 ) -> ViewSet:
     """Scene and 3D-cache renders of (N, 4, 4) float32 poses as a :class:`ViewSet`."""
-    scene = _render_views(gaussians, camtoworlds, intrinsics, background, config)
-    cached = _render_views(cache, camtoworlds, intrinsics, (0.0, 0.0, 0.0), config)
+    scene = render_views(gaussians, camtoworlds, intrinsics, background, config.device,
+                         config.batch_size)  # fmt: skip
+    cached = render_cache(cache, camtoworlds, intrinsics, config.device, config.batch_size)
     Ks = intrinsics.matrix(torch.float32).expand(len(camtoworlds), 3, 3).clone()
     return ViewSet(
         rgb=scene.rgb,
@@ -444,7 +412,7 @@ class _InputView:
     """The chosen input camera and what depends on it."""
 
     camtoworld: Tensor  # (4, 4) float32
-    view: _Rendered  # N = 1
+    view: Renders  # N = 1
     scene_depth: float
     trajectories: dict[str, Tensor]  # name -> (N, 4, 4) float32
     heldout: Tensor  # (K, 4, 4) float32
@@ -463,7 +431,8 @@ def _try_input_view(
 ) -> _InputView | None:
     """Render one candidate input pose and derive its trajectories; None if nearly empty."""
     pose32 = pose.to(torch.float32)
-    view = _render_views(gaussians, pose32[None], config.intrinsics(), layout.background, config)
+    view = render_views(gaussians, pose32[None], config.intrinsics(), layout.background,
+                        config.device, config.batch_size)  # fmt: skip
     valid = view.mask[0]
     fraction = float(valid.float().mean())
     if fraction < 0.05:
@@ -574,7 +543,7 @@ def generate_scene(
     chosen = _choose_input_view(layout, gaussians, seed, config, camera_rng)
     intrinsics = config.intrinsics()
     rgb, depth = chosen.view.rgb[0], chosen.view.depth[0]
-    cache = gaussians_from_rgbd(rgb, depth, intrinsics, chosen.camtoworld)
+    cache = cache_gaussians(rgb, depth, intrinsics, chosen.camtoworld)
 
     def views(poses: Tensor) -> ViewSet:
         return _view_set(gaussians, cache, poses, intrinsics, layout.background, config)

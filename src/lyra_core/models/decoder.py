@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 from torch import Tensor, nn
 
+from .._checkpoint import check_state_dict, write_folder_atomically
 from ..cameras import plucker_rays
 from ..gaussians import SH_C0, Gaussians
 from .mamba2 import Mamba2Block
@@ -249,20 +248,12 @@ class LyraDecoder(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        def write(tmp: Path) -> None:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return folder
+
+        return write_folder_atomically(folder, write)
 
     @classmethod
     def from_pretrained(
@@ -287,29 +278,9 @@ class LyraDecoder(nn.Module):
             state = load_file(str(folder / WEIGHTS_NAME), device=str(device or "cpu"))
         except SafetensorError as err:
             raise ValueError(f"{folder / WEIGHTS_NAME}: unreadable weights ({err})") from err
-        _check_state_dict(model, state, folder)
+        check_state_dict(model, {k: v.shape for k, v in state.items()}, folder)
         model.load_state_dict(state)
         return model.to(device) if device is not None else model
-
-
-def _check_state_dict(model: nn.Module, state: dict[str, Tensor], folder: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        details = "; ".join(
-            part for part in (
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "",
-                f"unexpected {unexpected[:5]}" if unexpected else "",
-                f"shape mismatch {shapes[:3]}" if shapes else "",
-            ) if part
-        )  # fmt: skip
-        raise ValueError(f"checkpoint {folder} does not match its config: {details}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,236 @@
+"""Evaluate Lyra students on held-out procedural scenes: ``lyra eval --student NAME=FOLDER ...``.
+
+Every method turns a test scene into Gaussians and is rendered at the scene's held-out cameras
+(views no trajectory passes through) against the ground-truth renders:
+
+- ``3d_cache``: the raw 3D cache, i.e. the input view's own Gaussians (one per pixel, from its
+  RGB-D), the baseline Lyra improves on;
+- each ``--student NAME=FOLDER``: a student checkpoint reading the scene's six 3D-cache
+  trajectory videos (exactly what it was trained on).
+
+Metrics per held-out view: PSNR (dB, higher is better), SSIM (higher is better) and a learned
+perceptual distance (ST-LPIPS by default, lower is better), averaged per scene, then over scenes.
+Outputs in ``--out``: ``metrics.json`` (settings, means, per-scene values), ``metrics.md`` (a
+markdown table) and ``heldout.png`` (targets over every method's renders for a few scenes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .cache import cache_gaussians as build_cache
+from .cameras import Cameras, Intrinsics
+from .data.format import SceneSample, ViewSet, list_scenes, load_scene
+from .gaussians import Gaussians
+from .media import contact_sheet, to_uint8, write_png
+from .metrics import perceptual_distance, psnr, ssim
+from .models.decoder import count_parameters
+from .perceptual import PerceptualMetric, load_perceptual
+from .rendering import render
+from .student import LyraStudent, scene_inputs
+
+WorldMethod = Callable[[SceneSample], Gaussians]
+CACHE_METHOD = "3d_cache"
+
+
+def cache_gaussians(sample: SceneSample) -> Gaussians:
+    """The raw 3D cache of a scene: its input view unprojected with its depth (world frame)."""
+    intrinsics = Intrinsics.from_matrix(
+        sample.input_K, sample.input_rgb.shape[1], sample.input_rgb.shape[0]
+    )
+    return build_cache(sample.input_rgb, sample.input_depth, intrinsics, sample.input_camtoworld)
+
+
+def student_method(student: LyraStudent, prune_ratio: float | None = None) -> WorldMethod:
+    """A method decoding a scene's 3D-cache trajectory videos with ``student``."""
+
+    ratio = student.decoder.config.prune_ratio if prune_ratio is None else prune_ratio
+
+    def world(sample: SceneSample) -> Gaussians:
+        with torch.inference_mode():
+            return student(*scene_inputs(sample)).to_gaussians(prune_ratio=ratio)
+
+    return world
+
+
+def render_views(gaussians: Gaussians, views: ViewSet, background: tuple[float, ...]) -> Tensor:
+    """Render ``gaussians`` at every camera of ``views``: (N, H, W, 3) in [0, 1]."""
+    height, width = views.rgb.shape[1:3]
+    cameras = Cameras(views.camtoworlds, views.Ks, width, height)
+    with torch.inference_mode():
+        return render(gaussians, cameras, background=background).rgb.clamp(0.0, 1.0)
+
+
+def image_metrics(
+    rendered: Tensor, target: Tensor, perceptual: PerceptualMetric | None
+) -> dict[str, float]:
+    """Mean PSNR, SSIM and perceptual distance of (N, H, W, 3) renders against targets."""
+    scores = {
+        "psnr": float(psnr(rendered, target).mean()),
+        "ssim": float(ssim(rendered, target).mean()),
+    }
+    if perceptual is not None:
+        with torch.inference_mode():
+            distance = perceptual_distance(rendered, target, perceptual)
+        scores[perceptual.name] = float(distance.mean())
+    return scores
+
+
+def evaluate_scenes(
+    scenes: list[Path],
+    methods: dict[str, WorldMethod],
+    perceptual: PerceptualMetric | None,
+    sheet_scenes: int = 4,
+) -> tuple[dict[str, list[dict[str, float]]], list[list[np.ndarray]], list[str]]:
+    """Per-scene metrics of every method, and contact-sheet rows for the first scenes.
+
+    Returns:
+        ``{method: [scene metrics...]}``, sheet rows (uint8 images) and their labels.
+    """
+    per_scene: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
+    rows: list[list[np.ndarray]] = []
+    labels: list[str] = []
+    for index, scene in enumerate(tqdm(scenes, desc="eval", unit="scene")):
+        sample = load_scene(scene)
+        target = sample.heldout.rgb.float() / 255.0
+        background = tuple(float(b) for b in sample.meta.get("background", (0.0, 0.0, 0.0)))
+        if index < sheet_scenes:
+            rows.append([to_uint8(t) for t in target])
+            labels.append(f"{scene.name} target")
+        for name, method in methods.items():
+            rendered = render_views(method(sample), sample.heldout, background)
+            per_scene[name].append({"scene": scene.name, **image_metrics(rendered, target,
+                                                                         perceptual)})  # fmt: skip
+            if index < sheet_scenes:
+                rows.append([to_uint8(r) for r in rendered])
+                labels.append(name)
+    return per_scene, rows, labels
+
+
+def summarize(per_scene: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Mean of every metric over scenes, per method."""
+    summary = {}
+    for name, scores in per_scene.items():
+        keys = [k for k in scores[0] if k != "scene"] if scores else []
+        summary[name] = {k: float(np.mean([s[k] for s in scores])) for k in keys}
+    return summary
+
+
+def markdown_table(summary: dict[str, dict[str, float]], extra: dict[str, dict]) -> str:
+    """A markdown table: a row per method, a column per metric (plus parameter counts)."""
+    metrics = list(next(iter(summary.values())).keys())
+    arrows = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑"}
+    header = ["method", "parameters"] + [arrows.get(m, f"{m} ↓") for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, scores in summary.items():
+        params = extra.get(name, {}).get("parameters")
+        cells = [name, f"{params:,}" if params else "-"]
+        cells += [f"{scores[m]:.4f}" if m != "psnr" else f"{scores[m]:.2f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_student(spec: str) -> tuple[str, Path]:
+    """``NAME=FOLDER`` (or just ``FOLDER``, named after it) -> (name, folder)."""
+    name, sep, folder = spec.partition("=")
+    if not sep:
+        return Path(spec).name, Path(spec)
+    return name, Path(folder)
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def evaluate(
+    data_dir: Path,
+    split: str,
+    students: dict[str, Path],
+    out_dir: Path,
+    max_scenes: int | None = None,
+    perceptual_name: str = "stlpips-alex",
+    prune_ratio: float | None = None,
+) -> dict:
+    """Evaluate the 3D-cache baseline and every student; write the report files.
+
+    Returns:
+        The ``metrics.json`` content.
+    """
+    scenes = list_scenes(Path(data_dir) / split)[:max_scenes]
+    if not scenes:
+        raise FileNotFoundError(f"no scenes in {Path(data_dir) / split}")
+    perceptual = load_perceptual(perceptual_name)
+    methods: dict[str, WorldMethod] = {CACHE_METHOD: cache_gaussians}
+    extra: dict[str, dict] = {CACHE_METHOD: {}}
+    for name, folder in students.items():
+        student, student_config = LyraStudent.from_pretrained(folder)
+        student.eval()
+        methods[name] = student_method(student, prune_ratio)
+        extra[name] = {
+            "checkpoint": str(folder),
+            "parameters": count_parameters(student.decoder),
+            "transformer_layers": list(student.decoder.config.transformer_layers),
+            "num_layers": student.decoder.config.num_layers,
+            "width": student.decoder.config.width,
+            "trained_on": student_config.training,
+        }
+    per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual)
+    summary = summarize(per_scene)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node() and platform.machine(),
+        "data": {
+            "split": split,
+            "scenes": len(scenes),
+            "views_per_scene": int(load_scene(scenes[0]).heldout.rgb.shape[0]),
+        },
+        "perceptual": perceptual.name if perceptual is not None else None,
+        "prune_ratio": prune_ratio,
+        "methods": extra,
+        "summary": summary,
+        "per_scene": per_scene,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_atomic_text(out_dir / "metrics.md", markdown_table(summary, extra))
+    write_png(out_dir / "heldout.png", contact_sheet(rows, labels))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lyra eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/procedural"), help="data root")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--student", action="append", default=[], metavar="NAME=FOLDER",
+                        help="a student checkpoint folder (repeatable)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("outputs/eval"))
+    parser.add_argument("--max-scenes", type=int, default=None)
+    parser.add_argument("--perceptual", default="stlpips-alex",
+                        help="stlpips-alex, stlpips-vgg, lpips-... or none")  # fmt: skip
+    parser.add_argument("--prune-ratio", type=float, default=None,
+                        help="share of Gaussians pruned (default: decoder config)")  # fmt: skip
+    args = parser.parse_args(argv)
+    students = dict(parse_student(spec) for spec in args.student)
+    report = evaluate(args.data, args.split, students, args.out, args.max_scenes,
+                      args.perceptual, args.prune_ratio)  # fmt: skip
+    print(markdown_table(report["summary"], report["methods"]), end="")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
