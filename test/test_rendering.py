@@ -149,7 +149,17 @@ def test_early_stop_in_dense_scene(tile_size, chunk_size, dtype, make_cameras):
         tile_size=tile_size, chunk_size=chunk_size,
     )  # fmt: skip
     ref = render(scene, cameras, backend="reference", background=BACKGROUND)
-    assert_renders_close(out, ref)
+    if dtype == F64:
+        assert_renders_close(out, ref)
+    else:
+        # In float32 the summation order (thread count) can move the stop by one Gaussian on a
+        # pixel whose transmittance lands on the 1e-4 threshold: allow a few such pixels.
+        off = (out.rgb - ref.rgb).abs().amax(dim=-1) > TOL[F32]["atol"] + 1e-5 * ref.rgb.abs().amax(
+            dim=-1
+        )
+        assert off.float().mean() < 1e-3
+        assert_close(out.rgb[~off], ref.rgb[~off], **TOL[F32])
+        assert (out.rgb - ref.rgb).abs().max() < 5e-3
 
     # Without the early stop, transmittance would fall far below 1e-4 on many pixels ...
     full = transmittance_without_early_stop(scene, cameras)

@@ -9,7 +9,10 @@ Every method turns a test scene into Gaussians and is rendered at the scene's he
   trajectory videos (exactly what it was trained on).
 
 Metrics per held-out view: PSNR (dB, higher is better), SSIM (higher is better) and a learned
-perceptual distance (ST-LPIPS by default, lower is better), averaged per scene, then over scenes.
+perceptual distance (ST-LPIPS by default, lower is better), averaged per scene, then over scenes;
+and PSNR split by the 3D cache's coverage of each held-out view (``psnr_covered``: pixels the
+cache renders to, ``psnr_uncovered``: pixels it leaves empty, where only a generative model can
+help; ``uncovered_fraction``: their share).
 Outputs in ``--out``: ``metrics.json`` (settings, means, per-scene values), ``metrics.md`` (a
 markdown table) and ``heldout.png`` (targets over every method's renders for a few scenes).
 """
@@ -87,6 +90,21 @@ def image_metrics(
     return scores
 
 
+def coverage_psnr(rendered: Tensor, target: Tensor, covered: Tensor) -> dict[str, float]:
+    """PSNR (dB) over the pixels the 3D cache covers and over those it leaves empty (pooled
+    over the N views; a region without pixels is left out), and the empty share.
+
+    Args:
+        rendered, target: (N, H, W, 3) in [0, 1]; covered: (N, H, W) bool cache mask.
+    """
+    err = (rendered - target).square().mean(dim=-1)
+    scores = {"uncovered_fraction": float((~covered).float().mean())}
+    for name, region in (("psnr_covered", covered), ("psnr_uncovered", ~covered)):
+        if bool(region.any()):
+            scores[name] = float(-10.0 * torch.log10(err[region].mean().clamp_min(1e-10)))
+    return scores
+
+
 def evaluate_scenes(
     scenes: list[Path],
     methods: dict[str, WorldMethod],
@@ -110,8 +128,9 @@ def evaluate_scenes(
             labels.append(f"{scene.name} target")
         for name, method in methods.items():
             rendered = render_views(method(sample), sample.heldout, background)
-            per_scene[name].append({"scene": scene.name, **image_metrics(rendered, target,
-                                                                         perceptual)})  # fmt: skip
+            scores = image_metrics(rendered, target, perceptual)
+            scores |= coverage_psnr(rendered, target, sample.heldout.cache_mask)
+            per_scene[name].append({"scene": scene.name, **scores})
             if index < sheet_scenes:
                 rows.append([to_uint8(r) for r in rendered])
                 labels.append(name)
@@ -122,21 +141,28 @@ def summarize(per_scene: dict[str, list[dict[str, float]]]) -> dict[str, dict[st
     """Mean of every metric over scenes, per method."""
     summary = {}
     for name, scores in per_scene.items():
-        keys = [k for k in scores[0] if k != "scene"] if scores else []
-        summary[name] = {k: float(np.mean([s[k] for s in scores])) for k in keys}
+        keys = dict.fromkeys(k for s in scores for k in s if k != "scene")
+        summary[name] = {k: float(np.mean([s[k] for s in scores if k in s])) for k in keys}
     return summary
 
 
 def markdown_table(summary: dict[str, dict[str, float]], extra: dict[str, dict]) -> str:
     """A markdown table: a row per method, a column per metric (plus parameter counts)."""
     metrics = list(next(iter(summary.values())).keys())
-    arrows = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑"}
+    arrows = {
+        "psnr": "PSNR (dB) ↑",
+        "ssim": "SSIM ↑",
+        "psnr_covered": "PSNR cache-covered ↑",
+        "psnr_uncovered": "PSNR cache-empty ↑",
+        "uncovered_fraction": "empty share",
+    }
     header = ["method", "parameters"] + [arrows.get(m, f"{m} ↓") for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, scores in summary.items():
         params = extra.get(name, {}).get("parameters")
         cells = [name, f"{params:,}" if params else "-"]
-        cells += [f"{scores[m]:.4f}" if m != "psnr" else f"{scores[m]:.2f}" for m in metrics]
+        cells += [f"{scores[m]:.2f}" if m.startswith("psnr") else f"{scores[m]:.4f}"
+                  for m in metrics]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
