@@ -53,10 +53,12 @@ def test_eval_writes_reports_and_matches_direct_metrics(tmp_path, trained_run, t
     cli.main(["export", "--run", str(trained_run), "--out", str(student_dir)])
     out = tmp_path / "eval"
     args = ["--data", str(tiny_dataset), "--split", "test", "--student", f"tiny={student_dir}"]
-    code = cli.main(["eval", *args, "--out", str(out), "--perceptual", PERCEPTUAL])
+    code = cli.main(["eval", *args, "--out", str(out), "--perceptual", PERCEPTUAL,
+                     "--untrained-control"])  # fmt: skip
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())
-    assert list(report["summary"]) == [CACHE_METHOD, "tiny"]
+    assert list(report["summary"]) == [CACHE_METHOD, "tiny", "tiny_untrained"]
+    assert report["summary"]["tiny"] != report["summary"]["tiny_untrained"]
     assert report["data"] == {"split": "test", "scenes": 2, "views_per_scene": 2}
     assert ("stlpips-alex" in report["summary"]["tiny"]) == HAVE_STLPIPS
     assert report["methods"]["tiny"]["parameters"] > 0

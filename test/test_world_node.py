@@ -426,3 +426,26 @@ def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_stud
     finally:
         output = stop(process)
     assert "lyra build stages: cache" in output
+
+
+def test_command_line_parameters_override_the_config_file(tmp_path):
+    from lyra_ros.config import ros_args_with_config
+
+    config = tmp_path / "world.yaml"
+    config.write_text("lyra_world:\n  ros__parameters:\n    world_source: auto\n")
+    args = ros_args_with_config(["lyra-world", "--config", str(config), "--ros-args", "-p",
+                                 "world_source:=depth"])  # fmt: skip
+    assert args[0] == "lyra-world"
+    assert args.index("--params-file") < args.index("world_source:=depth")
+    # rclpy parses them as ROS arguments: the later -p wins over the file.
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(args=args, context=context)
+    try:
+        node = rclpy.create_node("lyra_world", context=context)
+        node.declare_parameter("world_source", "auto")
+        assert node.get_parameter("world_source").value == "depth"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -38,7 +38,7 @@ from .data.format import SceneSample, ViewSet, list_scenes, load_scene
 from .gaussians import Gaussians
 from .media import contact_sheet, to_uint8, write_png
 from .metrics import perceptual_distance, psnr, ssim
-from .models.decoder import count_parameters
+from .models.decoder import LyraDecoder, count_parameters
 from .perceptual import PerceptualMetric, load_perceptual
 from .rendering import render
 from .student import LyraStudent, scene_inputs
@@ -182,6 +182,30 @@ def write_atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def with_fresh_decoder(student: LyraStudent, seed: int = 0) -> LyraStudent:
+    """The same VAE with a newly initialised decoder of the same config (an untrained control)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        decoder = LyraDecoder(student.decoder.config)
+    return LyraStudent(student.vae, decoder).eval()
+
+
+def student_record(
+    student: LyraStudent, folder: Path, prune_ratio: float | None, training: dict
+) -> dict:
+    """What the report says about a student: checkpoint, size, architecture, training."""
+    config = student.decoder.config
+    return {
+        "checkpoint": str(folder),
+        "parameters": count_parameters(student.decoder),
+        "transformer_layers": list(config.transformer_layers),
+        "num_layers": config.num_layers,
+        "width": config.width,
+        "prune_ratio": prune_ratio if prune_ratio is not None else config.prune_ratio,
+        "trained_on": training,
+    }
+
+
 def evaluate(
     data_dir: Path,
     split: str,
@@ -190,8 +214,12 @@ def evaluate(
     max_scenes: int | None = None,
     perceptual_name: str = "stlpips-alex",
     prune_ratio: float | None = None,
+    untrained_control: bool = False,
 ) -> dict:
     """Evaluate the 3D-cache baseline and every student; write the report files.
+
+    With ``untrained_control``, every student is also evaluated with its decoder re-initialised
+    (seed 0; same VAE): the floor that training has to rise above.
 
     Returns:
         The ``metrics.json`` content.
@@ -204,21 +232,19 @@ def evaluate(
     extra: dict[str, dict] = {CACHE_METHOD: {}}
     for name, folder in students.items():
         student, student_config = LyraStudent.from_pretrained(folder)
-        student.eval()
-        methods[name] = student_method(student, prune_ratio)
-        extra[name] = {
-            "checkpoint": str(folder),
-            "parameters": count_parameters(student.decoder),
-            "transformer_layers": list(student.decoder.config.transformer_layers),
-            "num_layers": student.decoder.config.num_layers,
-            "width": student.decoder.config.width,
-            "trained_on": student_config.training,
-        }
+        variants = {name: student}
+        if untrained_control:
+            variants[f"{name}_untrained"] = with_fresh_decoder(student)
+        for variant, model in variants.items():
+            methods[variant] = student_method(model, prune_ratio)
+            extra[variant] = student_record(model, folder, prune_ratio, student_config.training)
     per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual)
     summary = summarize(per_scene)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node() and platform.machine(),
+        "device": "cpu",
+        "machine": platform.machine(),
+        "torch": torch.__version__,
         "data": {
             "split": split,
             "scenes": len(scenes),
@@ -249,10 +275,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="stlpips-alex, stlpips-vgg, lpips-... or none")  # fmt: skip
     parser.add_argument("--prune-ratio", type=float, default=None,
                         help="share of Gaussians pruned (default: decoder config)")  # fmt: skip
+    parser.add_argument("--untrained-control", action="store_true",
+                        help="also each student with a re-initialised decoder")  # fmt: skip
     args = parser.parse_args(argv)
     students = dict(parse_student(spec) for spec in args.student)
     report = evaluate(args.data, args.split, students, args.out, args.max_scenes,
-                      args.perceptual, args.prune_ratio)  # fmt: skip
+                      args.perceptual, args.prune_ratio, args.untrained_control)  # fmt: skip
     print(markdown_table(report["summary"], report["methods"]), end="")
     print(f"written to {args.out}")
     return 0

@@ -14,7 +14,7 @@ A trained student is saved as one folder (:meth:`LyraStudent.save_pretrained`,
     decoder/        LyraDecoder folder (config.json + model.safetensors)
 
 The VAE is part of the checkpoint because the student's latents are only meaningful for the VAE
-it was trained with (the tiny VAE is randomly initialised and frozen).
+it was trained with (the VAE is frozen while the decoder trains).
 """
 
 from __future__ import annotations

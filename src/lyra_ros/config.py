@@ -53,7 +53,8 @@ def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[s
     """Turn ``[prog, --config FILE, ...]`` into rclpy arguments with ``--params-file FILE``.
 
     Without ``--config`` the package's ``config/<default>`` is used; ``--config none`` uses no
-    file. Other arguments (``--ros-args ...``) pass through unchanged.
+    file. Other arguments (``--ros-args ...``) pass through unchanged, after the file, so their
+    ``-p name:=value`` overrides win over the file's values.
     """
     args = list(argv)
     config: str | None = None
@@ -69,4 +70,5 @@ def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[s
         return args
     if not Path(config).is_file():
         raise SystemExit(f"config file not found: {config}")
-    return [*args, "--ros-args", "--params-file", config]
+    # The file comes first so that parameters given on the command line (-p) override it.
+    return [*args[:1], "--ros-args", "--params-file", config, "--", *args[1:]]

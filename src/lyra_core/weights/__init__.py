@@ -2,8 +2,9 @@
 
 ``student_tiny/``: the tiny Lyra student trained on CPU (a :class:`lyra_core.student.LyraStudent`
 checkpoint folder: ``student.json``, ``vae/``, ``decoder/``). It is installed with the package
-(setup.py ``package_data``; colcon installs the whole package folder) once it has been trained
-and added; until then :func:`shipped_student_path` returns None.
+(setup.py ``package_data``; colcon installs the whole package folder); :func:`shipped_student_path`
+returns None for an install without it. How it was trained and how it compares: README,
+"Shipped models and how they compare".
 """
 
 from __future__ import annotations
