@@ -68,8 +68,7 @@ def test_eval_writes_reports_and_matches_direct_metrics(tmp_path, trained_run, t
 
     # The baseline's numbers are the metrics of the cache rendered at the held-out cameras.
     sample = load_scene(list_scenes(tiny_dataset / "test")[0])
-    rendered = render_views(cache_gaussians(sample), sample.heldout,
-                            tuple(sample.meta["background"]))  # fmt: skip
+    rendered = render_views(cache_gaussians(sample), sample.heldout, sample.background)
     direct = image_metrics(rendered, sample.heldout.rgb.float() / 255, None)
     first = report["per_scene"][CACHE_METHOD][0]
     assert first["psnr"] == pytest.approx(direct["psnr"], rel=1e-5)

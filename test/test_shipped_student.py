@@ -51,7 +51,7 @@ def heldout_distance(pipeline: LyraWorldPipeline, seed: int, metric: PerceptualM
     views = sample.heldout
     cameras = Cameras(views.camtoworlds, views.Ks, config.width, config.height)
     with torch.inference_mode():
-        rgb = render(world, cameras, background=tuple(sample.meta["background"])).rgb
+        rgb = render(world, cameras, background=sample.background).rgb
     return float(perceptual_distance(rgb.clamp(0, 1), views.rgb.float() / 255, metric).mean())
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from .cache import cache_gaussians as build_cache
 from .cameras import Cameras, Intrinsics
 from .data.format import SceneSample, ViewSet, list_scenes, load_scene
 from .gaussians import Gaussians
-from .media import contact_sheet, to_uint8, write_png
+from .media import contact_sheet, to_uint8, write_png, write_text
 from .metrics import perceptual_distance, psnr, ssim
 from .models.decoder import LyraDecoder, count_parameters
 from .perceptual import PerceptualMetric, load_perceptual
@@ -122,12 +121,11 @@ def evaluate_scenes(
     for index, scene in enumerate(tqdm(scenes, desc="eval", unit="scene")):
         sample = load_scene(scene)
         target = sample.heldout.rgb.float() / 255.0
-        background = tuple(float(b) for b in sample.meta.get("background", (0.0, 0.0, 0.0)))
         if index < sheet_scenes:
             rows.append([to_uint8(t) for t in target])
             labels.append(f"{scene.name} target")
         for name, method in methods.items():
-            rendered = render_views(method(sample), sample.heldout, background)
+            rendered = render_views(method(sample), sample.heldout, sample.background)
             scores = image_metrics(rendered, target, perceptual)
             scores |= coverage_psnr(rendered, target, sample.heldout.cache_mask)
             per_scene[name].append({"scene": scene.name, **scores})
@@ -173,13 +171,6 @@ def parse_student(spec: str) -> tuple[str, Path]:
     if not sep:
         return Path(spec).name, Path(spec)
     return name, Path(folder)
-
-
-def write_atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def with_fresh_decoder(student: LyraStudent, seed: int = 0) -> LyraStudent:
@@ -257,8 +248,8 @@ def evaluate(
         "per_scene": per_scene,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
-    write_atomic_text(out_dir / "metrics.md", markdown_table(summary, extra))
+    write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_text(out_dir / "metrics.md", markdown_table(summary, extra))
     write_png(out_dir / "heldout.png", contact_sheet(rows, labels))
     return report
 

@@ -97,6 +97,11 @@ def _write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) 
     return path
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically: a temporary file beside ``path``, then a rename."""
+    return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 RGB image as PNG."""
     return _write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))

@@ -305,7 +305,6 @@ def distillation_loss(
     gaussians = output.to_gaussians()
     height, width = targets.rgb.shape[1:3]
     cameras = Cameras(targets.camtoworlds, targets.Ks, width, height)
-    background = tuple(sample.meta.get("background", (0.0, 0.0, 0.0)))
-    rendered = render(gaussians, cameras, background=background)
+    rendered = render(gaussians, cameras, background=sample.background)
     return lyra_loss(rendered.rgb, targets.rgb, rendered.depth[..., 0], targets.depth,
                      gaussians.opacities, weights, perceptual)  # fmt: skip

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .config_io import load_yaml_dataclass, parse_training_args
 from .data.format import list_scenes, load_scene
-from .media import contact_sheet, to_uint8, write_png
+from .media import contact_sheet, to_uint8, write_png, write_text
 from .metrics import psnr
 from .models.vae import VideoVAE
 from .run_dir import checkpoint_folder, latest_checkpoint, load_trainer_state, save_trainer_state
@@ -242,7 +242,7 @@ def finalize(
         "val_videos": len(val_videos),
         **{f"val_{k}": v for k, v in reconstruction_psnr(vae, val_videos).items()},
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

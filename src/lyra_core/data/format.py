@@ -183,6 +183,12 @@ class SceneSample:
         """The scene seed."""
         return int(self.meta["seed"])
 
+    @property
+    def background(self) -> tuple[float, float, float]:
+        """RGB in [0, 1] behind the scene's Gaussians (black when the metadata has none)."""
+        red, green, blue = (float(c) for c in self.meta.get("background", (0.0, 0.0, 0.0)))
+        return red, green, blue
+
     def to_dict(self) -> dict[str, Any]:
         """Nested dict of tensors (collatable by torch's default ``collate_fn``)."""
         out: dict[str, Any] = {
