@@ -7,7 +7,6 @@ import importlib.util
 import json
 
 import pytest
-import torch
 import yaml
 
 pytest.importorskip("accelerate")
@@ -100,4 +99,3 @@ def test_lyra_cli_lists_commands_and_refuses_unknown(capsys):
     assert "unknown command" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["eval", "--help"])
-    torch.set_num_threads(torch.get_num_threads())  # no state left behind by the CLI

@@ -44,6 +44,7 @@ from .student import LyraStudent, scene_inputs
 
 WorldMethod = Callable[[SceneSample], Gaussians]
 CACHE_METHOD = "3d_cache"
+SSIM_WINDOW = 11
 
 
 def cache_gaussians(sample: SceneSample) -> Gaussians:
@@ -77,12 +78,14 @@ def render_views(gaussians: Gaussians, views: ViewSet, background: tuple[float, 
 def image_metrics(
     rendered: Tensor, target: Tensor, perceptual: PerceptualMetric | None
 ) -> dict[str, float]:
-    """Mean PSNR, SSIM and perceptual distance of (N, H, W, 3) renders against targets."""
-    scores = {
-        "psnr": float(psnr(rendered, target).mean()),
-        "ssim": float(ssim(rendered, target).mean()),
-    }
-    if perceptual is not None:
+    """Mean PSNR, SSIM and perceptual distance (keyed by the metric's name) of (N, H, W, 3)
+    renders against targets; SSIM and the perceptual distance only for images at least their
+    window (11 px) and ``min_size``."""
+    scores = {"psnr": float(psnr(rendered, target).mean())}
+    size = min(rendered.shape[-3:-1])
+    if size >= SSIM_WINDOW:
+        scores["ssim"] = float(ssim(rendered, target, window=SSIM_WINDOW).mean())
+    if perceptual is not None and size >= perceptual.min_size:
         with torch.inference_mode():
             distance = perceptual_distance(rendered, target, perceptual)
         scores[perceptual.name] = float(distance.mean())

@@ -18,8 +18,8 @@ import yaml
 from .data.format import list_scenes, load_scene
 from .models.decoder import LyraDecoder
 from .run_dir import checkpoint_step, list_checkpoints
-from .student import StudentConfig
-from .train import TrainConfig, build_student
+from .student import LyraStudent, StudentConfig
+from .train import TrainConfig, build_vae
 
 
 def run_checkpoint(run_dir: Path, step: int | None = None) -> Path:
@@ -62,8 +62,7 @@ def export_student(run_dir: Path, out: Path, step: int | None = None) -> Path:
     config = TrainConfig(**yaml.safe_load((run_dir / "train_config.yaml").read_text()))
     checkpoint = run_checkpoint(run_dir, step)
     done = checkpoint_step(checkpoint)
-    student = build_student(config)
-    student.decoder = LyraDecoder.from_pretrained(checkpoint / "decoder")
+    student = LyraStudent(build_vae(config), LyraDecoder.from_pretrained(checkpoint / "decoder"))
     training = {
         "steps": done,
         "settings": {k: v for k, v in vars(config).items() if k not in ("out_dir",)},

@@ -28,16 +28,14 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .cameras import Cameras
 from .config_io import load_yaml_dataclass, parse_training_args
 from .data.format import list_scenes, load_scene
+from .evaluate import image_metrics, render_views
 from .losses import LossWeights
 from .media import contact_sheet, to_uint8, write_png
-from .metrics import perceptual_distance, psnr, ssim
 from .models.decoder import LyraDecoder, LyraDecoderConfig
 from .models.vae import VideoVAE
 from .perceptual import PerceptualMetric, load_perceptual
-from .rendering import render
 from .run_dir import checkpoint_folder, latest_checkpoint, load_trainer_state, save_trainer_state
 from .schedules import set_learning_rate, warmup_cosine
 from .student import (
@@ -80,8 +78,13 @@ class TrainConfig:
         return load_yaml_dataclass(cls, path)
 
 
+def build_vae(config: TrainConfig) -> VideoVAE:
+    """The frozen video VAE the student reads: ``tiny`` or a diffusers folder."""
+    return VideoVAE.tiny() if config.vae == "tiny" else VideoVAE.from_pretrained(config.vae)
+
+
 def build_student(config: TrainConfig) -> LyraStudent:
-    vae = VideoVAE.tiny() if config.vae == "tiny" else VideoVAE.from_pretrained(config.vae)
+    vae = build_vae(config)
     if config.decoder in ("tiny", "reference"):
         base = getattr(LyraDecoderConfig, config.decoder)()
         decoder = LyraDecoder(LyraDecoderConfig(**{**base.to_dict(), **config.decoder_overrides}))
@@ -97,20 +100,6 @@ def save_checkpoint(out_dir: Path, step: int, decoder: LyraDecoder, optimizer) -
     return folder
 
 
-def _render_heldout(student: LyraStudent, sample) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out renders of a scene and their targets, (K, H, W, 3) in [0, 1]."""
-    views = sample.heldout
-    with torch.no_grad():
-        gaussians = student(*scene_inputs(sample)).to_gaussians()
-        height, width = views.rgb.shape[1:3]
-        rendered = render(
-            gaussians,
-            Cameras(views.camtoworlds, views.Ks, width, height),
-            background=tuple(sample.meta.get("background", (0, 0, 0))),
-        ).rgb
-    return rendered, (views.rgb.float() / 255.0).to(rendered.device)
-
-
 def validate(
     student: LyraStudent,
     scene_dirs: list[Path],
@@ -118,23 +107,23 @@ def validate(
     step: int,
     perceptual: PerceptualMetric | None = None,
 ) -> dict:
-    """Render the held-out views of validation scenes: PNG grid of the first + mean PSNR/SSIM
-    (+ the perceptual distance with a metric, on images of at least its ``min_size``)."""
+    """Render the held-out views of validation scenes (unpruned): PNG grid of the first + mean
+    ``val_psnr``, ``val_ssim`` and, with a metric, ``val_perceptual``
+    (:func:`lyra_core.evaluate.image_metrics`)."""
     scores: dict[str, list[float]] = {}
     for index, scene_dir in enumerate(scene_dirs):
-        rendered, target = _render_heldout(student, load_scene(scene_dir))
+        sample = load_scene(scene_dir)
+        with torch.no_grad():
+            gaussians = student(*scene_inputs(sample)).to_gaussians()
+        rendered = render_views(gaussians, sample.heldout, sample.background)
+        target = (sample.heldout.rgb.float() / 255.0).to(rendered.device)
         if index == 0:
             sheet = contact_sheet([[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
                                   ["held-out", "student"])  # fmt: skip
             write_png(out_dir / "validation" / f"step_{step:07d}.png", sheet)
-        height, width = target.shape[1:3]
-        scores.setdefault("val_psnr", []).append(float(psnr(rendered, target).mean()))
-        if min(height, width) >= 11:  # SSIM's window
-            scores.setdefault("val_ssim", []).append(float(ssim(rendered, target).mean()))
-        if perceptual is not None and min(height, width) >= perceptual.min_size:
-            with torch.no_grad():
-                distance = perceptual_distance(rendered, target, perceptual)
-            scores.setdefault("val_perceptual", []).append(float(distance.mean()))
+        for metric, value in image_metrics(rendered, target, perceptual).items():
+            key = "perceptual" if perceptual is not None and metric == perceptual.name else metric
+            scores.setdefault(f"val_{key}", []).append(value)
     return {name: sum(values) / len(values) for name, values in scores.items()}
 
 
