@@ -51,6 +51,24 @@ def test_activations_follow_lyra(model):
     torch.testing.assert_close(offsets.norm(dim=-1), out.depth, rtol=1e-4, atol=1e-4)
 
 
+def test_z_depth_is_the_depth_map_convention(model):
+    """z-depth = ray distance x cos(angle to the optical axis): equal at the principal point,
+    smaller towards the corners; and a Gaussian at z-depth d projects back to its pixel."""
+    latents, poses, Ks = inputs()
+    out = model(latents, poses, Ks)
+    z = out.z_depth(poses)
+    assert z.shape == out.depth.shape
+    assert (z <= out.depth + 1e-5).all() and (z > 0.5 * out.depth).all()
+    assert (out.depth[..., 0, 0] - z[..., 0, 0] > (out.depth - z)[..., H // 2, W // 2]).all()
+    worldtocams = torch.linalg.inv(poses)[..., None, None, :, :]
+    points = (worldtocams[..., :3, :3] @ out.means[..., None])[..., 0] + worldtocams[..., :3, 3]
+    torch.testing.assert_close(points[..., 2], z, rtol=1e-4, atol=1e-4)
+    pixels = (Ks[..., None, None, :, :] @ (points / points[..., 2:])[..., None])[..., 0]
+    # the Gaussian of pixel (row 5, column 7) projects to that pixel's centre (OpenCV: integers)
+    torch.testing.assert_close(pixels[0, 0, 0, 5, 7, :2], torch.tensor([7.0, 5.0]), atol=1e-3,
+                               rtol=0)  # fmt: skip
+
+
 def test_all_views_are_fused_into_one_sequence(model):
     latents, poses, Ks = inputs()
     base = model(latents, poses, Ks)

@@ -61,8 +61,16 @@ def test_eval_writes_reports_and_matches_direct_metrics(tmp_path, trained_run, t
     assert report["data"] == {"split": "test", "scenes": 2, "views_per_scene": 2}
     assert ("stlpips-alex" in report["summary"]["tiny"]) == HAVE_STLPIPS
     assert report["methods"]["tiny"]["parameters"] > 0
+    # students also report how their input-view Gaussians fit the input (the cache is exact)
+    for name in ("tiny", "tiny_untrained"):
+        fit = report["summary"][name]
+        assert 0.0 < fit["input_rgb_psnr"] < 60.0 and 0.0 < fit["input_depth_error"] < 100.0
+    assert "input_rgb_psnr" not in report["summary"][CACHE_METHOD]
     table = (out / "metrics.md").read_text()
     assert "| 3d_cache |" in table and "| tiny |" in table
+    assert "input-view depth error" in table
+    cache_row = next(line for line in table.splitlines() if line.startswith("| 3d_cache |"))
+    assert [cell.strip() for cell in cache_row.split("|")].count("-") == 3  # parameters, 2 fits
     assert (out / "heldout.png").stat().st_size > 0
 
     # The baseline's numbers are the metrics of the cache rendered at the held-out cameras.

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from lyra_core.losses import LossWeights, depth_loss, lyra_loss, normalize_depth
+from lyra_core.losses import (
+    LossWeights,
+    depth_loss,
+    lyra_loss,
+    normalize_depth,
+    pixel_aligned_loss,
+)
 from lyra_core.metrics import perceptual_distance, psnr, ssim
 from lyra_core.perceptual import PerceptualMetric
 
@@ -83,6 +89,17 @@ def test_lyra_loss_weights_and_gradients():
     total, terms = lyra_loss(rgb, target, depth, depth, opac, LossWeights(),
                              perceptual=lambda a, b: (a - b).abs().mean())  # fmt: skip
     assert "perceptual" in terms
+
+
+def test_pixel_aligned_loss_is_zero_only_for_matching_gaussians():
+    torch.manual_seed(0)
+    rgb, depth = torch.rand(3, 8, 8, 3), 1.0 + 4.0 * torch.rand(3, 8, 8)
+    assert pixel_aligned_loss(rgb, depth, rgb, depth).item() == pytest.approx(0.0, abs=1e-7)
+    # depth is compared up to scale and shift (the teacher's depth is), colour exactly
+    assert pixel_aligned_loss(rgb, 2.0 * depth + 1.0, rgb, depth).item() < 1e-6
+    moved = pixel_aligned_loss(rgb, depth.flip(-1), rgb, depth)
+    recoloured = pixel_aligned_loss(rgb.flip(-2), depth, rgb, depth)
+    assert moved.item() > 0.05 and recoloured.item() > 0.05
 
 
 def test_perceptual_distance_and_loss_term():

@@ -8,6 +8,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.losses import LossWeights
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
 from lyra_core.models.vae import VideoVAE
 from lyra_core.student import LyraStudent, distillation_loss, scene_inputs, scene_targets
@@ -50,6 +51,37 @@ def test_training_steps_reduce_the_distillation_loss(sample):
         assert set(terms) == {"mse", "depth", "opacity"}
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_pruned_training_renders_the_most_opaque_and_regularises_all(sample):
+    """prune_ratio renders only the kept Gaussians (a different image, gradients to them only)
+    while the opacity term still averages over every Gaussian."""
+    student = make_student()
+    targets = scene_targets(sample)
+    weights = LossWeights(mse=1.0, perceptual=0.0, depth=0.0, opacity=1.0)
+    _, full = distillation_loss(student, sample, targets, weights)
+    pruned_loss, pruned = distillation_loss(student, sample, targets, weights, prune_ratio=0.8)
+    assert pruned["opacity"] == pytest.approx(full["opacity"])
+    assert pruned["mse"] != pytest.approx(full["mse"])
+    pruned_loss.backward()
+    head = student.decoder.head.bias.grad
+    assert head is not None and torch.isfinite(head).all() and head.abs().sum() > 0
+
+
+def test_pixel_aligned_term_trains_the_gaussians_towards_their_pixels(sample):
+    student = make_student()
+    targets = scene_targets(sample)
+    weights = LossWeights(mse=0.0, perceptual=0.0, depth=0.0, opacity=0.0, aligned=1.0)
+    optimizer = torch.optim.Adam(student.decoder.parameters(), lr=3e-3)
+    aligned = []
+    for _ in range(10):
+        loss, terms = distillation_loss(student, sample, targets, weights, prune_ratio=0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        aligned.append(terms["aligned"])
+    assert loss.item() == pytest.approx(terms["aligned"])
+    assert min(aligned[-3:]) < 0.8 * aligned[0], aligned
 
 
 def test_mismatched_vae_and_decoder_are_refused():

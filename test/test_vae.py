@@ -62,3 +62,17 @@ def test_per_frame_latent_statistics_are_applied():
     frames = torch.rand(1, 9, 16, 16, 3)
     with torch.no_grad():
         torch.testing.assert_close(shifted.encode(frames), (base.encode(frames) - 0.5) / 2.0)
+
+
+def test_architecture_overrides_set_the_compression():
+    """The embedded VAE's 4x space / 4x time: 17 frames of 48x64 -> 5 latent frames of 12x16."""
+    torch.manual_seed(0)
+    vae = VideoVAE.tiny(spatial_compression_ratio=4, temporal_compression_ratio=4, patch_size=2)
+    assert (vae.spatial_factor, vae.temporal_factor) == (4, 4)
+    frames = torch.rand(1, 17, 48, 64, 3)
+    with torch.no_grad():
+        latents = vae.encode(frames)
+        assert latents.shape == (1, 5, 16, 12, 16)
+        assert vae.decode(latents).shape == frames.shape
+    with pytest.raises(ValueError, match="multiples of 4"):
+        vae.encode(torch.rand(1, 17, 46, 64, 3))

@@ -12,7 +12,8 @@ Metrics per held-out view: PSNR (dB, higher is better), SSIM (higher is better) 
 perceptual distance (ST-LPIPS by default, lower is better), averaged per scene, then over scenes;
 and PSNR split by the 3D cache's coverage of each held-out view (``psnr_covered``: pixels the
 cache renders to, ``psnr_uncovered``: pixels it leaves empty, where only a generative model can
-help; ``uncovered_fraction``: their share).
+help; ``uncovered_fraction``: their share). For students also how their Gaussians of the input
+view fit it (:func:`input_view_fit`: colour PSNR and median relative depth error).
 Outputs in ``--out``: ``metrics.json`` (settings, means, per-scene values), ``metrics.md`` (a
 markdown table) and ``heldout.png`` (targets over every method's renders for a few scenes).
 """
@@ -43,6 +44,7 @@ from .rendering import render
 from .student import LyraStudent, scene_inputs
 
 WorldMethod = Callable[[SceneSample], Gaussians]
+SceneDiagnostic = Callable[[SceneSample], dict[str, float]]
 CACHE_METHOD = "3d_cache"
 SSIM_WINDOW = 11
 
@@ -65,6 +67,33 @@ def student_method(student: LyraStudent, prune_ratio: float | None = None) -> Wo
             return student(*scene_inputs(sample)).to_gaussians(prune_ratio=ratio)
 
     return world
+
+
+def input_view_fit(student: LyraStudent) -> SceneDiagnostic:
+    """How well a student's Gaussians of the input view match it.
+
+    Every trajectory starts at the input camera, so latent frame 0 of each of the V trajectories
+    puts one Gaussian on every input pixel ray. Returns ``input_rgb_psnr``: PSNR (dB) of their
+    colours against the input pixels, and ``input_depth_error``: median relative error of their
+    z-depths against the input depth (pixels with depth). The raw 3D cache is exact on both by
+    construction; a student has to learn them.
+    """
+
+    def fit(sample: SceneSample) -> dict[str, float]:
+        videos, camtoworlds, Ks = scene_inputs(sample)
+        with torch.inference_mode():
+            output = student(videos, camtoworlds, Ks)
+        first = camtoworlds[None, :, :1]  # (1, V, 1, 4, 4): latent frame 0 of every trajectory
+        rgb = output.rgb[0, :, 0]  # (V, H, W, 3)
+        depth = output.z_depth(first.to(output.means))[0, :, 0]  # (V, H, W)
+        target_rgb = (sample.input_rgb.float() / 255.0).expand_as(rgb)
+        target_depth = sample.input_depth.float()
+        valid = target_depth > 0
+        error = (depth[:, valid] - target_depth[valid]).abs() / target_depth[valid]
+        return {"input_rgb_psnr": float(psnr(rgb, target_rgb).mean()),
+                "input_depth_error": float(error.median())}  # fmt: skip
+
+    return fit
 
 
 def render_views(gaussians: Gaussians, views: ViewSet, background: tuple[float, ...]) -> Tensor:
@@ -112,8 +141,10 @@ def evaluate_scenes(
     methods: dict[str, WorldMethod],
     perceptual: PerceptualMetric | None,
     sheet_scenes: int = 4,
+    diagnostics: dict[str, SceneDiagnostic] | None = None,
 ) -> tuple[dict[str, list[dict[str, float]]], list[list[np.ndarray]], list[str]]:
-    """Per-scene metrics of every method, and contact-sheet rows for the first scenes.
+    """Per-scene metrics of every method (plus ``diagnostics[method](scene)`` where given),
+    and contact-sheet rows for the first scenes.
 
     Returns:
         ``{method: [scene metrics...]}``, sheet rows (uint8 images) and their labels.
@@ -131,6 +162,8 @@ def evaluate_scenes(
             rendered = render_views(method(sample), sample.heldout, sample.background)
             scores = image_metrics(rendered, target, perceptual)
             scores |= coverage_psnr(rendered, target, sample.heldout.cache_mask)
+            if diagnostics and name in diagnostics:
+                scores |= diagnostics[name](sample)
             per_scene[name].append({"scene": scene.name, **scores})
             if index < sheet_scenes:
                 rows.append([to_uint8(r) for r in rendered])
@@ -149,23 +182,30 @@ def summarize(per_scene: dict[str, list[dict[str, float]]]) -> dict[str, dict[st
 
 def markdown_table(summary: dict[str, dict[str, float]], extra: dict[str, dict]) -> str:
     """A markdown table: a row per method, a column per metric (plus parameter counts)."""
-    metrics = list(next(iter(summary.values())).keys())
+    metrics = list(dict.fromkeys(m for scores in summary.values() for m in scores))
     arrows = {
         "psnr": "PSNR (dB) ↑",
         "ssim": "SSIM ↑",
         "psnr_covered": "PSNR cache-covered ↑",
         "psnr_uncovered": "PSNR cache-empty ↑",
         "uncovered_fraction": "empty share",
+        "input_rgb_psnr": "input-view colours (dB) ↑",
+        "input_depth_error": "input-view depth error ↓",
     }
     header = ["method", "parameters"] + [arrows.get(m, f"{m} ↓") for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, scores in summary.items():
         params = extra.get(name, {}).get("parameters")
         cells = [name, f"{params:,}" if params else "-"]
-        cells += [f"{scores[m]:.2f}" if m.startswith("psnr") else f"{scores[m]:.4f}"
-                  for m in metrics]  # fmt: skip
+        cells += [_cell(m, scores.get(m)) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if "psnr" in metric else f"{value:.4f}"
 
 
 def parse_student(spec: str) -> tuple[str, Path]:
@@ -223,6 +263,7 @@ def evaluate(
         raise FileNotFoundError(f"no scenes in {Path(data_dir) / split}")
     perceptual = load_perceptual(perceptual_name)
     methods: dict[str, WorldMethod] = {CACHE_METHOD: cache_gaussians}
+    diagnostics: dict[str, SceneDiagnostic] = {}
     extra: dict[str, dict] = {CACHE_METHOD: {}}
     for name, folder in students.items():
         student, student_config = LyraStudent.from_pretrained(folder)
@@ -231,8 +272,10 @@ def evaluate(
             variants[f"{name}_untrained"] = with_fresh_decoder(student)
         for variant, model in variants.items():
             methods[variant] = student_method(model, prune_ratio)
+            diagnostics[variant] = input_view_fit(model)
             extra[variant] = student_record(model, folder, prune_ratio, student_config.training)
-    per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual)
+    per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual,
+                                              diagnostics=diagnostics)  # fmt: skip
     summary = summarize(per_scene)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

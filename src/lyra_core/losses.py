@@ -27,6 +27,7 @@ class LossWeights:
     perceptual: float = 0.5
     depth: float = 0.05
     opacity: float = 0.0
+    aligned: float = 0.0  # beyond Lyra's loss: see pixel_aligned_loss
 
 
 def normalize_depth(depth: Tensor, mask: Tensor) -> Tensor:
@@ -84,3 +85,21 @@ def lyra_loss(
         terms["perceptual"] = perceptual(rgb, target_rgb)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def pixel_aligned_loss(
+    rgb: Tensor, depth: Tensor, target_rgb: Tensor, target_depth: Tensor
+) -> Tensor:
+    """A direct loss on pixel-aligned Gaussians (not part of Lyra's loss; weight ``aligned``).
+
+    The decoder puts one Gaussian on every pixel ray of every latent frame's camera, so the
+    teacher's frame at that camera says what the Gaussian should be: MSE between each Gaussian's
+    colour and its pixel, plus :func:`depth_loss` between its depth in that camera and the
+    pixel's depth. It supervises colour and geometry where they are predicted instead of only
+    through the composited render, where Gaussians of other frames overlap them.
+
+    Args:
+        rgb, target_rgb: (N, H, W, 3) in [0, 1]; Gaussian colours and the frames' pixels.
+        depth, target_depth: (N, H, W) z-depths; the Gaussians' and the frames'.
+    """
+    return F.mse_loss(rgb, target_rgb) + depth_loss(depth, target_depth)

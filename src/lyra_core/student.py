@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ._checkpoint import check_state_dict, write_folder_atomically
 from .cameras import Cameras
 from .data.format import SceneSample
-from .losses import LossWeights, lyra_loss
+from .losses import LossWeights, lyra_loss, pixel_aligned_loss
 from .models.decoder import DecoderOutput, LyraDecoder
 from .models.vae import VideoVAE
 from .rendering import render
@@ -298,13 +298,33 @@ def distillation_loss(
     targets: TargetViews,
     weights: LossWeights | None = None,
     perceptual=None,
+    prune_ratio: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Decode the scene, render the Gaussians at the target cameras, compare (Lyra's loss)."""
+    """Decode the scene, render the Gaussians at the target cameras, compare (Lyra's loss).
+
+    ``prune_ratio`` > 0 renders only the most opaque ``1 - prune_ratio`` of the Gaussians, as
+    inference does (Lyra's pruning stage; gradients reach the kept ones); the opacity term still
+    covers all of them, so it keeps pushing the unused ones towards transparent.
+    """
     weights = weights or LossWeights(perceptual=0.0)
     output = student(*scene_inputs(sample))
     gaussians = output.to_gaussians()
+    kept = gaussians.prune_by_opacity(prune_ratio) if prune_ratio > 0 else gaussians
     height, width = targets.rgb.shape[1:3]
     cameras = Cameras(targets.camtoworlds, targets.Ks, width, height)
-    rendered = render(gaussians, cameras, background=sample.background)
-    return lyra_loss(rendered.rgb, targets.rgb, rendered.depth[..., 0], targets.depth,
-                     gaussians.opacities, weights, perceptual)  # fmt: skip
+    rendered = render(kept, cameras, background=sample.background)
+    loss, terms = lyra_loss(rendered.rgb, targets.rgb, rendered.depth[..., 0], targets.depth,
+                            gaussians.opacities, weights, perceptual)  # fmt: skip
+    if weights.aligned:
+        views = list(sample.trajectories.values())
+        frames = student.latent_frame_indices(views[0].rgb.shape[0])
+        poses = torch.stack([v.camtoworlds[frames] for v in views])[None]  # (1, V, T', 4, 4)
+        aligned = pixel_aligned_loss(
+            output.rgb.flatten(0, 2),
+            output.z_depth(poses.to(output.means)).flatten(0, 2),
+            torch.stack([v.rgb[frames] for v in views]).flatten(0, 1).float() / 255.0,
+            torch.stack([v.depth[frames] for v in views]).flatten(0, 1),
+        )
+        loss = loss + weights.aligned * aligned
+        terms["aligned"] = float(aligned.detach())
+    return loss, terms

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .config_io import load_yaml_dataclass, parse_training_args
 from .data.format import list_scenes, load_scene
-from .evaluate import image_metrics, render_views
+from .evaluate import image_metrics, render_views, student_method
 from .losses import LossWeights
 from .media import contact_sheet, to_uint8, write_png
 from .models.decoder import LyraDecoder, LyraDecoderConfig
@@ -42,7 +42,6 @@ from .student import (
     LyraStudent,
     TargetViews,
     distillation_loss,
-    scene_inputs,
     scene_targets,
 )
 
@@ -65,6 +64,7 @@ class TrainConfig:
                                                 "opacity": 0.0})  # fmt: skip
     target_views: int | None = None  # views rendered per step, drawn from the targets; None: all
     warmup_steps: int = 0  # linear warm-up, then cosine decay to 10 % of lr
+    prune_ratio: float = 0.0  # least-opaque share not rendered in training (inference: 0.8)
     perceptual: str = "stlpips-alex"  # loss term (weight loss.perceptual) and val_perceptual
     mixed_precision: str = "no"
     log_every: int = 10
@@ -107,15 +107,14 @@ def validate(
     step: int,
     perceptual: PerceptualMetric | None = None,
 ) -> dict:
-    """Render the held-out views of validation scenes (unpruned): PNG grid of the first + mean
-    ``val_psnr``, ``val_ssim`` and, with a metric, ``val_perceptual``
-    (:func:`lyra_core.evaluate.image_metrics`)."""
+    """Render the held-out views of validation scenes as inference does (pruned by the decoder's
+    ``prune_ratio``): PNG grid of the first + mean ``val_psnr``, ``val_ssim`` and, with a
+    metric, ``val_perceptual`` (:func:`lyra_core.evaluate.image_metrics`)."""
     scores: dict[str, list[float]] = {}
+    world = student_method(student)
     for index, scene_dir in enumerate(scene_dirs):
         sample = load_scene(scene_dir)
-        with torch.no_grad():
-            gaussians = student(*scene_inputs(sample)).to_gaussians()
-        rendered = render_views(gaussians, sample.heldout, sample.background)
+        rendered = render_views(world(sample), sample.heldout, sample.background)
         target = (sample.heldout.rgb.float() / 255.0).to(rendered.device)
         if index == 0:
             sheet = contact_sheet([[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
@@ -186,7 +185,8 @@ def train(config: TrainConfig) -> Path:
                                config.target_views, rng)  # fmt: skip
         with accelerator.autocast():
             loss, terms = distillation_loss(student, sample, targets, weights,
-                                            perceptual=perceptual_loss)  # fmt: skip
+                                            perceptual=perceptual_loss,
+                                            prune_ratio=config.prune_ratio)  # fmt: skip
         optimizer.zero_grad()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(student.decoder.parameters(), config.grad_clip)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,6 +58,7 @@ class VAETrainConfig:
     val_every: int = 250
     save_every: int = 250
     seed: int = 0
+    architecture: dict = field(default_factory=dict)  # AutoencoderKLCosmos args (VideoVAE.tiny)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> VAETrainConfig:
@@ -176,7 +177,7 @@ def train_vae(config: VAETrainConfig) -> dict:
     if not train_scenes or not val_scenes:
         raise FileNotFoundError(f"need train/ and val/ scenes under {config.data_dir}")
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    vae = VideoVAE.tiny().train()
+    vae = VideoVAE.tiny(**config.architecture).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = _resume(out_dir, vae, optimizer)
     vae, optimizer = accelerator.prepare(vae, optimizer)

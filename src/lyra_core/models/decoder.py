@@ -155,6 +155,20 @@ class DecoderOutput:
     def opacities(self) -> Tensor:
         return torch.sigmoid(self.opacity_logits)
 
+    def z_depth(self, camtoworlds: Tensor) -> Tensor:
+        """Depth of every Gaussian along the optical axis of its own latent frame's camera
+        (the convention of rendered depth maps; :attr:`depth` is the distance along the ray).
+
+        Args:
+            camtoworlds: (B, V, T', 4, 4) the latent frames' cameras (OpenCV axes).
+
+        Returns:
+            (B, V, T', H, W) meters.
+        """
+        forward = camtoworlds[..., None, None, :3, 2]
+        centres = camtoworlds[..., None, None, :3, 3]
+        return ((self.means - centres) * forward).sum(dim=-1)
+
     def to_gaussians(self, batch_index: int = 0, prune_ratio: float = 0.0) -> Gaussians:
         """Flatten one batch element into a :class:`Gaussians` scene (optionally pruned, e.g.
         Lyra's 0.8: keep the 20% most opaque)."""

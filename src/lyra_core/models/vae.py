@@ -58,18 +58,24 @@ class VideoVAE(nn.Module):
         return cls(model_class.from_pretrained(folder, **kwargs))
 
     @classmethod
-    def tiny(cls) -> VideoVAE:
-        """A ~0.6M-parameter Cosmos-architecture VAE (8x time, 8x space, 16 channels)."""
-        vae = _diffusers().AutoencoderKLCosmos(
-            encoder_block_out_channels=(16, 32, 32, 32),
-            decode_block_out_channels=(32, 32, 32, 32),
-            attention_resolutions=(),
-            resolution=64,
-            num_layers=1,
-            latents_mean=None,
-            latents_std=None,
-        )
-        return cls(vae)
+    def tiny(cls, **architecture) -> VideoVAE:
+        """A small Cosmos-architecture VAE; by default ~0.6M parameters, 8x time, 8x space,
+        16 channels.
+
+        ``architecture`` overrides ``AutoencoderKLCosmos`` arguments, e.g. the embedded VAE's
+        ``spatial_compression_ratio=4, temporal_compression_ratio=4, patch_size=2`` (Cosmos needs
+        the temporal ratio at most the spatial one and both at least ``patch_size``).
+        """
+        arguments = {
+            "encoder_block_out_channels": (16, 32, 32, 32),
+            "decode_block_out_channels": (32, 32, 32, 32),
+            "attention_resolutions": (),
+            "resolution": 64,
+            "num_layers": 1,
+            "latents_mean": None,
+            "latents_std": None,
+        } | architecture
+        return cls(_diffusers().AutoencoderKLCosmos(**arguments))
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         """Save as a diffusers folder (config.json + safetensors)."""
