@@ -11,6 +11,7 @@ import torch
 from lyra_core.losses import (
     LossWeights,
     depth_loss,
+    log_depth_loss,
     lyra_loss,
     normalize_depth,
     pixel_aligned_loss,
@@ -100,6 +101,16 @@ def test_pixel_aligned_loss_is_zero_only_for_matching_gaussians():
     moved = pixel_aligned_loss(rgb, depth.flip(-1), rgb, depth)
     recoloured = pixel_aligned_loss(rgb.flip(-2), depth, rgb, depth)
     assert moved.item() > 0.05 and recoloured.item() > 0.05
+
+
+def test_log_depth_loss_sees_scale_and_skips_pixels_without_depth():
+    torch.manual_seed(0)
+    depth = 1.0 + 4.0 * torch.rand(2, 6, 6)
+    target = depth.clone()
+    target[0, 0, 0] = 0.0  # nothing hit: ignored
+    assert log_depth_loss(depth, target).item() == pytest.approx(0.0, abs=1e-7)
+    assert log_depth_loss(2.0 * depth, target).item() == pytest.approx(math.log(2.0), rel=1e-5)
+    assert depth_loss(2.0 * depth, target).item() < 1e-6  # the scale-invariant term cannot
 
 
 def test_perceptual_distance_and_loss_term():

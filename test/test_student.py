@@ -71,7 +71,8 @@ def test_pruned_training_renders_the_most_opaque_and_regularises_all(sample):
 def test_pixel_aligned_term_trains_the_gaussians_towards_their_pixels(sample):
     student = make_student()
     targets = scene_targets(sample)
-    weights = LossWeights(mse=0.0, perceptual=0.0, depth=0.0, opacity=0.0, aligned=1.0)
+    weights = LossWeights(mse=0.0, perceptual=0.0, depth=0.0, opacity=0.0, aligned=1.0,
+                          aligned_log_depth=0.5)  # fmt: skip
     optimizer = torch.optim.Adam(student.decoder.parameters(), lr=3e-3)
     aligned = []
     for _ in range(10):
@@ -80,7 +81,7 @@ def test_pixel_aligned_term_trains_the_gaussians_towards_their_pixels(sample):
         loss.backward()
         optimizer.step()
         aligned.append(terms["aligned"])
-    assert loss.item() == pytest.approx(terms["aligned"])
+    assert loss.item() == pytest.approx(terms["aligned"] + 0.5 * terms["aligned_log_depth"])
     assert min(aligned[-3:]) < 0.8 * aligned[0], aligned
 
 

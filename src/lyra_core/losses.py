@@ -28,6 +28,7 @@ class LossWeights:
     depth: float = 0.05
     opacity: float = 0.0
     aligned: float = 0.0  # beyond Lyra's loss: see pixel_aligned_loss
+    aligned_log_depth: float = 0.0  # beyond Lyra's loss: see log_depth_loss
 
 
 def normalize_depth(depth: Tensor, mask: Tensor) -> Tensor:
@@ -103,3 +104,15 @@ def pixel_aligned_loss(
         depth, target_depth: (N, H, W) z-depths; the Gaussians' and the frames'.
     """
     return F.mse_loss(rgb, target_rgb) + depth_loss(depth, target_depth)
+
+
+def log_depth_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean |log pred - log target| over pixels with a target depth, (N, H, W) -> scalar.
+
+    Unlike :func:`depth_loss` it sees scale: use it only where the target depths share the
+    cameras' metric scale (procedural data, a 3D cache's depth), as the weight
+    ``aligned_log_depth`` on the pixel-aligned Gaussians' z-depths.
+    """
+    mask = (target > 0) & torch.isfinite(target) & torch.isfinite(pred)
+    diff = (pred.clamp_min(1e-6).log() - target.clamp_min(1e-6).log()).abs()
+    return (diff * mask).sum() / mask.sum().clamp_min(1)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ._checkpoint import check_state_dict, write_folder_atomically
 from .cameras import Cameras
 from .data.format import SceneSample
-from .losses import LossWeights, lyra_loss, pixel_aligned_loss
+from .losses import LossWeights, log_depth_loss, lyra_loss, pixel_aligned_loss
 from .models.decoder import DecoderOutput, LyraDecoder
 from .models.vae import VideoVAE
 from .rendering import render
@@ -304,7 +304,8 @@ def distillation_loss(
 
     ``prune_ratio`` > 0 renders only the most opaque ``1 - prune_ratio`` of the Gaussians, as
     inference does (Lyra's pruning stage; gradients reach the kept ones); the opacity term still
-    covers all of them, so it keeps pushing the unused ones towards transparent.
+    covers all of them, so it keeps pushing the unused ones towards transparent. Terms on the
+    pixel-aligned Gaussians are added where weighted (:func:`pixel_aligned_terms`).
     """
     weights = weights or LossWeights(perceptual=0.0)
     output = student(*scene_inputs(sample))
@@ -315,16 +316,31 @@ def distillation_loss(
     rendered = render(kept, cameras, background=sample.background)
     loss, terms = lyra_loss(rendered.rgb, targets.rgb, rendered.depth[..., 0], targets.depth,
                             gaussians.opacities, weights, perceptual)  # fmt: skip
-    if weights.aligned:
-        views = list(sample.trajectories.values())
-        frames = student.latent_frame_indices(views[0].rgb.shape[0])
-        poses = torch.stack([v.camtoworlds[frames] for v in views])[None]  # (1, V, T', 4, 4)
-        aligned = pixel_aligned_loss(
-            output.rgb.flatten(0, 2),
-            output.z_depth(poses.to(output.means)).flatten(0, 2),
-            torch.stack([v.rgb[frames] for v in views]).flatten(0, 1).float() / 255.0,
-            torch.stack([v.depth[frames] for v in views]).flatten(0, 1),
-        )
-        loss = loss + weights.aligned * aligned
-        terms["aligned"] = float(aligned.detach())
+    for name, value in pixel_aligned_terms(student, sample, output, weights).items():
+        loss = loss + getattr(weights, name) * value
+        terms[name] = float(value.detach())
     return loss, terms
+
+
+def pixel_aligned_terms(
+    student: LyraStudent, sample: SceneSample, output: DecoderOutput, weights: LossWeights
+) -> dict[str, Tensor]:
+    """The loss terms on the pixel-aligned Gaussians whose weights are non-zero (beyond Lyra's
+    loss): ``aligned`` (:func:`lyra_core.losses.pixel_aligned_loss`) and ``aligned_log_depth``
+    (:func:`lyra_core.losses.log_depth_loss`), each against the trajectory frame at the latent
+    frame's camera."""
+    if not (weights.aligned or weights.aligned_log_depth):
+        return {}
+    views = list(sample.trajectories.values())
+    frames = student.latent_frame_indices(views[0].rgb.shape[0])
+    poses = torch.stack([v.camtoworlds[frames] for v in views])[None]  # (1, V, T', 4, 4)
+    z_depth = output.z_depth(poses.to(output.means)).flatten(0, 2)  # (V T', H, W)
+    frame_depth = torch.stack([v.depth[frames] for v in views]).flatten(0, 1).to(z_depth)
+    terms = {}
+    if weights.aligned:
+        frame_rgb = torch.stack([v.rgb[frames] for v in views]).flatten(0, 1).to(z_depth) / 255.0
+        terms["aligned"] = pixel_aligned_loss(output.rgb.flatten(0, 2), z_depth, frame_rgb,
+                                              frame_depth)  # fmt: skip
+    if weights.aligned_log_depth:
+        terms["aligned_log_depth"] = log_depth_loss(z_depth, frame_depth)
+    return terms
