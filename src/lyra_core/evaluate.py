@@ -38,13 +38,13 @@ from .data.format import SceneSample, ViewSet, list_scenes, load_scene
 from .gaussians import Gaussians
 from .media import contact_sheet, to_uint8, write_png, write_text
 from .metrics import perceptual_distance, psnr, ssim
-from .models.decoder import LyraDecoder, count_parameters
+from .models.decoder import DecoderOutput, LyraDecoder, count_parameters
 from .perceptual import PerceptualMetric, load_perceptual
 from .rendering import render
 from .student import LyraStudent, scene_inputs
 
 WorldMethod = Callable[[SceneSample], Gaussians]
-SceneDiagnostic = Callable[[SceneSample], dict[str, float]]
+EvalMethod = Callable[[SceneSample], tuple[Gaussians, dict[str, float]]]  # + diagnostics
 CACHE_METHOD = "3d_cache"
 SSIM_WINDOW = 11
 
@@ -57,19 +57,25 @@ def cache_gaussians(sample: SceneSample) -> Gaussians:
     return build_cache(sample.input_rgb, sample.input_depth, intrinsics, sample.input_camtoworld)
 
 
-def student_method(student: LyraStudent, prune_ratio: float | None = None) -> WorldMethod:
-    """A method decoding a scene's 3D-cache trajectory videos with ``student``."""
+def decode_scene(student: LyraStudent, sample: SceneSample) -> DecoderOutput:
+    """The student's per-pixel Gaussians for a scene's 3D-cache trajectory videos (no grad)."""
+    with torch.inference_mode():
+        return student(*scene_inputs(sample))
 
-    ratio = student.decoder.config.prune_ratio if prune_ratio is None else prune_ratio
+
+def student_method(student: LyraStudent, prune_ratio: float | None = None) -> WorldMethod:
+    """A method decoding a scene's 3D-cache trajectory videos with ``student``, pruned by
+    ``prune_ratio`` (default: the decoder config's)."""
+    ratio = _prune_ratio(student, prune_ratio)
 
     def world(sample: SceneSample) -> Gaussians:
         with torch.inference_mode():
-            return student(*scene_inputs(sample)).to_gaussians(prune_ratio=ratio)
+            return decode_scene(student, sample).to_gaussians(prune_ratio=ratio)
 
     return world
 
 
-def input_view_fit(student: LyraStudent) -> SceneDiagnostic:
+def input_view_fit(output: DecoderOutput, sample: SceneSample) -> dict[str, float]:
     """How well a student's Gaussians of the input view match it.
 
     Every trajectory starts at the input camera, so latent frame 0 of each of the V trajectories
@@ -77,23 +83,40 @@ def input_view_fit(student: LyraStudent) -> SceneDiagnostic:
     colours against the input pixels, and ``input_depth_error``: median relative error of their
     z-depths against the input depth (pixels with depth). The raw 3D cache is exact on both by
     construction; a student has to learn them.
+
+    Args:
+        output: the student's decoding of ``sample`` (:func:`decode_scene`).
     """
+    first = torch.stack([v.camtoworlds[:1] for v in sample.trajectories.values()])[None]
+    rgb = output.rgb[0, :, 0]  # (V, H, W, 3)
+    depth = output.z_depth(first.to(output.means))[0, :, 0]  # (V, H, W)
+    target_rgb = (sample.input_rgb.float() / 255.0).expand_as(rgb)
+    target_depth = sample.input_depth.float()
+    valid = target_depth > 0
+    error = (depth[:, valid] - target_depth[valid]).abs() / target_depth[valid]
+    return {"input_rgb_psnr": float(psnr(rgb, target_rgb).mean()),
+            "input_depth_error": float(error.median())}  # fmt: skip
 
-    def fit(sample: SceneSample) -> dict[str, float]:
-        videos, camtoworlds, Ks = scene_inputs(sample)
+
+def student_eval_method(student: LyraStudent, prune_ratio: float | None = None) -> EvalMethod:
+    """:func:`student_method` plus :func:`input_view_fit` of the same decoding."""
+    ratio = _prune_ratio(student, prune_ratio)
+
+    def world_and_fit(sample: SceneSample) -> tuple[Gaussians, dict[str, float]]:
         with torch.inference_mode():
-            output = student(videos, camtoworlds, Ks)
-        first = camtoworlds[None, :, :1]  # (1, V, 1, 4, 4): latent frame 0 of every trajectory
-        rgb = output.rgb[0, :, 0]  # (V, H, W, 3)
-        depth = output.z_depth(first.to(output.means))[0, :, 0]  # (V, H, W)
-        target_rgb = (sample.input_rgb.float() / 255.0).expand_as(rgb)
-        target_depth = sample.input_depth.float()
-        valid = target_depth > 0
-        error = (depth[:, valid] - target_depth[valid]).abs() / target_depth[valid]
-        return {"input_rgb_psnr": float(psnr(rgb, target_rgb).mean()),
-                "input_depth_error": float(error.median())}  # fmt: skip
+            output = decode_scene(student, sample)
+            return output.to_gaussians(prune_ratio=ratio), input_view_fit(output, sample)
 
-    return fit
+    return world_and_fit
+
+
+def _prune_ratio(student: LyraStudent, prune_ratio: float | None) -> float:
+    return student.decoder.config.prune_ratio if prune_ratio is None else prune_ratio
+
+
+def cache_method(sample: SceneSample) -> tuple[Gaussians, dict[str, float]]:
+    """The baseline as an :data:`EvalMethod` (no diagnostics: the cache is its own input)."""
+    return cache_gaussians(sample), {}
 
 
 def render_views(gaussians: Gaussians, views: ViewSet, background: tuple[float, ...]) -> Tensor:
@@ -138,12 +161,11 @@ def coverage_psnr(rendered: Tensor, target: Tensor, covered: Tensor) -> dict[str
 
 def evaluate_scenes(
     scenes: list[Path],
-    methods: dict[str, WorldMethod],
+    methods: dict[str, EvalMethod],
     perceptual: PerceptualMetric | None,
     sheet_scenes: int = 4,
-    diagnostics: dict[str, SceneDiagnostic] | None = None,
 ) -> tuple[dict[str, list[dict[str, float]]], list[list[np.ndarray]], list[str]]:
-    """Per-scene metrics of every method (plus ``diagnostics[method](scene)`` where given),
+    """Per-scene metrics of every method (and the diagnostics it returns beside its Gaussians),
     and contact-sheet rows for the first scenes.
 
     Returns:
@@ -159,11 +181,11 @@ def evaluate_scenes(
             rows.append([to_uint8(t) for t in target])
             labels.append(f"{scene.name} target")
         for name, method in methods.items():
-            rendered = render_views(method(sample), sample.heldout, sample.background)
+            gaussians, diagnostics = method(sample)
+            rendered = render_views(gaussians, sample.heldout, sample.background)
             scores = image_metrics(rendered, target, perceptual)
             scores |= coverage_psnr(rendered, target, sample.heldout.cache_mask)
-            if diagnostics and name in diagnostics:
-                scores |= diagnostics[name](sample)
+            scores |= diagnostics
             per_scene[name].append({"scene": scene.name, **scores})
             if index < sheet_scenes:
                 rows.append([to_uint8(r) for r in rendered])
@@ -235,7 +257,7 @@ def student_record(
         "transformer_layers": list(config.transformer_layers),
         "num_layers": config.num_layers,
         "width": config.width,
-        "prune_ratio": prune_ratio if prune_ratio is not None else config.prune_ratio,
+        "prune_ratio": _prune_ratio(student, prune_ratio),
         "trained_on": training,
     }
 
@@ -262,8 +284,7 @@ def evaluate(
     if not scenes:
         raise FileNotFoundError(f"no scenes in {Path(data_dir) / split}")
     perceptual = load_perceptual(perceptual_name)
-    methods: dict[str, WorldMethod] = {CACHE_METHOD: cache_gaussians}
-    diagnostics: dict[str, SceneDiagnostic] = {}
+    methods: dict[str, EvalMethod] = {CACHE_METHOD: cache_method}
     extra: dict[str, dict] = {CACHE_METHOD: {}}
     for name, folder in students.items():
         student, student_config = LyraStudent.from_pretrained(folder)
@@ -271,11 +292,9 @@ def evaluate(
         if untrained_control:
             variants[f"{name}_untrained"] = with_fresh_decoder(student)
         for variant, model in variants.items():
-            methods[variant] = student_method(model, prune_ratio)
-            diagnostics[variant] = input_view_fit(model)
+            methods[variant] = student_eval_method(model, prune_ratio)
             extra[variant] = student_record(model, folder, prune_ratio, student_config.training)
-    per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual,
-                                              diagnostics=diagnostics)  # fmt: skip
+    per_scene, rows, labels = evaluate_scenes(scenes, methods, perceptual)
     summary = summarize(per_scene)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

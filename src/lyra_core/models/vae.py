@@ -62,7 +62,7 @@ class VideoVAE(nn.Module):
         """A small Cosmos-architecture VAE; by default ~0.6M parameters, 8x time, 8x space,
         16 channels.
 
-        ``architecture`` overrides ``AutoencoderKLCosmos`` arguments, e.g. the embedded VAE's
+        ``architecture`` overrides ``AutoencoderKLCosmos`` arguments, e.g. 4x space and time with
         ``spatial_compression_ratio=4, temporal_compression_ratio=4, patch_size=2`` (Cosmos needs
         the temporal ratio at most the spatial one and both at least ``patch_size``).
         """
