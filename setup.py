@@ -32,8 +32,8 @@ setup(
     entry_points={
         "console_scripts": [
             "lyra = lyra_core.cli:main",
-            "lyra-demo = lyra_core.demo:main",
-            "lyra-train = lyra_core.train:main",
+            "lyra-demo = lyra_core.cli.demo:main",
+            "lyra-train = lyra_core.training.train_student:main",
             "lyra-world = lyra_ros.world_node:main",
             "lyra-demo-robot = lyra_ros.demo_robot:main",
             "lyra-ros-demo = lyra_ros.demo:main",

@@ -27,8 +27,10 @@ received per second during the window, ``input_rate_hz`` the input frames publis
 (the node subscribes to them best effort: it may get fewer, and there is no way to see how many).
 
 Baseline measured in the same run: ``render_ms_in_process`` is the median time of
-:func:`lyra_core.rendering.render` in this process, on the same device, of the same world (built
-with :func:`lyra_core.rgbd.gaussians_from_rgbd` from the same frame, same stride and depth range)
+:func:`lyra_core.rendering.render` in this process, on the same device, of the same world
+(built
+with :func:`lyra_core.scene.rgbd.gaussians_from_rgbd` from the same frame, same stride and depth
+range)
 at the same camera from poses spread along the measured path (timed passes over them after
 warm-up passes), while no node runs. ``latency_over_render`` = p50 latency / that time: the cost
 of the ROS pipeline around one render (a pipeline that cost nothing would give 1 + half a tf
@@ -59,10 +61,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lyra_core.cameras import Cameras, Intrinsics
-from lyra_core.gaussians import Gaussians
+from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.rendering import render
-from lyra_core.rgbd import gaussians_from_rgbd
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_ros.config import use_large_data_transport
 from report import sync, write_report
 
@@ -277,20 +279,44 @@ def _start_node(work: Path, width: int, height: int, intrinsics: Intrinsics, dev
     config = work / "world.yaml"
     config.write_text(
         CONFIG.format(
-            world_frame=WORLD_FRAME, stride=DEPTH_STRIDE, min_depth=MIN_DEPTH,
-            max_depth=MAX_DEPTH, opacity=OPACITY, device=device, camera=CAMERA,
-            frame_id=ROBOT_FRAME, width=width, height=height, fx=intrinsics.fx,
-            fy=intrinsics.fy, cx=intrinsics.cx, cy=intrinsics.cy, rate=CAMERA_RATE_HZ,
+            world_frame=WORLD_FRAME,
+            stride=DEPTH_STRIDE,
+            min_depth=MIN_DEPTH,
+            max_depth=MAX_DEPTH,
+            opacity=OPACITY,
+            device=device,
+            camera=CAMERA,
+            frame_id=ROBOT_FRAME,
+            width=width,
+            height=height,
+            fx=intrinsics.fx,
+            fy=intrinsics.fy,
+            cx=intrinsics.cx,
+            cy=intrinsics.cy,
+            rate=CAMERA_RATE_HZ,
             topic=CAMERA_TOPIC,
         )
-    )  # fmt: skip
+    )
     log = (work / "node.log").open("w")  # a file, not a pipe: a full pipe would stall the node
     process = subprocess.Popen(
-        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(config),
-         "--ros-args", "-r", "image:=camera/image", "-r", "depth:=camera/depth",
-         "-r", "camera_info:=camera/camera_info"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lyra_ros.world_node",
+            "--config",
+            str(config),
+            "--ros-args",
+            "-r",
+            "image:=camera/image",
+            "-r",
+            "depth:=camera/depth",
+            "-r",
+            "camera_info:=camera/camera_info",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
     log.close()
     return process
 
@@ -377,9 +403,13 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
 
     intrinsics = _sim_intrinsics(width, height, context["fov_x"])
     render_ms = render_ms_in_process(
-        context["world"], context["sample_poses"], intrinsics, context["device"],
-        args.render_warmup, args.render_passes,
-    )  # fmt: skip
+        context["world"],
+        context["sample_poses"],
+        intrinsics,
+        context["device"],
+        args.render_warmup,
+        args.render_passes,
+    )
     work = context["work"] / f"{width}x{height}"
     work.mkdir()
     process = _start_node(work, width, height, intrinsics, context["device"].type)
@@ -402,8 +432,11 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         robot.driving = False
         last = robot.tf_stamps[-1]
         # Drain: once the last pose is rendered every earlier image has arrived.
-        _spin(executor, 30.0, until=lambda: any(s >= last - STAMP_MATCH_NS for s, _ in
-                                                robot.received[-3:]))  # fmt: skip
+        _spin(
+            executor,
+            30.0,
+            until=lambda: any(s >= last - STAMP_MATCH_NS for s, _ in robot.received[-3:]),
+        )
         if process.poll() is not None:
             raise NodeError(f"the world node exited with code {process.returncode}")
     except NodeError as err:
@@ -556,9 +589,12 @@ def _format_row(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes", type=_parse_size, nargs="+", default=[_parse_size(s) for s in DEFAULT_SIZES],
+        "--sizes",
+        type=_parse_size,
+        nargs="+",
+        default=[_parse_size(s) for s in DEFAULT_SIZES],
         help="simulated camera sizes, WIDTHxHEIGHT",
-    )  # fmt: skip
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per size")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds driven before it")
     parser.add_argument("--tf-rate", type=float, default=30.0, help="camera poses per second")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from lyra_core.cameras import Cameras, Intrinsics, look_at
+from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.geometry.transforms import look_at
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig, count_parameters
 from lyra_core.rendering import render
 from report import peak_memory_mb, time_call, write_report
@@ -34,17 +35,25 @@ def make_config(args: argparse.Namespace, all_transformer: bool) -> LyraDecoderC
     layers = args.layers
     hybrid = (layers // 2 - 1, layers - 1)  # Lyra: blocks 8 and 16 of 16
     return LyraDecoderConfig(
-        width=args.width, num_layers=layers, num_heads=args.width // 64,
+        width=args.width,
+        num_layers=layers,
+        num_heads=args.width // 64,
         transformer_layers=tuple(range(layers)) if all_transformer else hybrid,
-        d_state=args.d_state, head_dim=64,
-    )  # fmt: skip
+        d_state=args.d_state,
+        head_dim=64,
+    )
 
 
 def make_inputs(views: int, frames: int, grid: tuple[int, int], device: torch.device):
     h, w = grid
     latents = torch.randn(1, views, frames, 16, h, w, device=device)
-    poses = torch.stack([look_at((0.2 * v - 0.5, 0.0, 0.1 * t), (0.0, 0.0, 3.0))
-                         for v in range(views) for t in range(frames)])  # fmt: skip
+    poses = torch.stack(
+        [
+            look_at((0.2 * v - 0.5, 0.0, 0.1 * t), (0.0, 0.0, 3.0))
+            for v in range(views)
+            for t in range(frames)
+        ]
+    )
     poses = poses.reshape(1, views, frames, 4, 4).to(device)
     Ks = Intrinsics.from_fov(1.0, w * 8, h * 8).matrix(device=device)
     return latents, poses, Ks.expand(1, views, frames, 3, 3)
@@ -128,8 +137,10 @@ def main() -> None:
     args = parser.parse_args()
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"{'device':>6} {'views':>5} {'frames':>6} {'tokens':>7} {'hybrid ms':>10} "
-          f"{'all-attn ms':>11} {'speedup':>7} {'hybrid MB':>9} {'all-attn MB':>11}")  # fmt: skip
+    print(
+        f"{'device':>6} {'views':>5} {'frames':>6} {'tokens':>7} {'hybrid ms':>10} "
+        f"{'all-attn ms':>11} {'speedup':>7} {'hybrid MB':>9} {'all-attn MB':>11}"
+    )
     rows = []
     for device in devices:
         for views in args.views:
@@ -138,15 +149,19 @@ def main() -> None:
                 attention = _in_fresh_process(measure_case, views, frames, True, device, args)
                 speedup = round(attention["ms"] / hybrid["ms"], 2)
                 rows += [hybrid | {"speedup_vs_all_transformer": speedup}, attention]
-                print(f"{device:>6} {views:>5} {frames:>6} {hybrid['tokens']:>7} "
-                      f"{hybrid['ms']:>10.1f} {attention['ms']:>11.1f} {speedup:>6.2f}x "
-                      f"{hybrid['peak_mem_mb']:>9.0f} {attention['peak_mem_mb']:>11.0f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{device:>6} {views:>5} {frames:>6} {hybrid['tokens']:>7} "
+                    f"{hybrid['ms']:>10.1f} {attention['ms']:>11.1f} {speedup:>6.2f}x "
+                    f"{hybrid['peak_mem_mb']:>9.0f} {attention['peak_mem_mb']:>11.0f}",
+                    flush=True,
+                )
     pruning = [_in_fresh_process(pruning_case, device, args) for device in devices]
     for row in pruning:
-        print(f"pruning on {row['device']}: {row['gaussians_full']} -> "
-              f"{row['gaussians_pruned']} Gaussians, render {row['render_ms_full']} -> "
-              f"{row['render_ms_pruned']} ms ({row['speedup']}x; Lyra 1.67x)")  # fmt: skip
+        print(
+            f"pruning on {row['device']}: {row['gaussians_full']} -> "
+            f"{row['gaussians_pruned']} Gaussians, render {row['render_ms_full']} -> "
+            f"{row['render_ms_pruned']} ms ({row['speedup']}x; Lyra 1.67x)"
+        )
     report = {
         "benchmark": "decoder",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -154,14 +169,19 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "config": {"width": args.width, "layers": args.layers, "d_state": args.d_state,
-                   "latent_grid": args.grid, "hybrid_transformer_layers": "L/2 and L (1-based)"},
+        "config": {
+            "width": args.width,
+            "layers": args.layers,
+            "d_state": args.d_state,
+            "latent_grid": args.grid,
+            "hybrid_transformer_layers": "L/2 and L (1-based)",
+        },
         "timing": "inference-mode forward, median after a warm-up, one fresh process per case",
         "baseline": "all-transformer decoder of the same width and depth, same run",
         "lyra_reference": {"speedup_full_size": 6.5, "pruning_render_speedup": 1.67},
         "rows": rows,
         "pruning": pruning,
-    }  # fmt: skip
+    }
     tag = "cuda" if torch.cuda.is_available() else "cpu"
     write_report(args.out, f"decoder_{tag}.json", report)
 

@@ -1,7 +1,8 @@
 """Rendering speed and peak memory: frames per second for 10k / 100k / 1M Gaussians at 320x240
 and 640x480 on every backend available here.
 
-The scene is :func:`lyra_core.scenes.procedural_room` (surface Gaussians covering a furnished
+The scene is :func:`lyra_core.scene.procedural_room.procedural_room` (surface Gaussians covering a
+furnished
 room about twice over, like a trained 3DGS scene) seen from inside the room. Timing is
 inference-mode rendering of one camera, median over repeats after a warm-up.
 
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from lyra_core.cameras import Cameras, Intrinsics, look_at
-from lyra_core.gaussians import Gaussians
+from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.geometry.transforms import look_at
 from lyra_core.rendering import available_backends, render
-from lyra_core.scenes import procedural_room
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.procedural_room import procedural_room
 from report import peak_memory_mb, time_call, write_report
 
 RESOLUTIONS = ((320, 240), (640, 480))
@@ -124,7 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "scene": "lyra_core.scenes.procedural_room(seed=0), one camera inside the room",
+        "scene": "lyra_core.scene.procedural_room.procedural_room(seed=0), one camera inside",
         "timing": "inference mode, median over repeats after a warm-up, one camera per call",
         "memory": "peak extra resident memory (CPU, sampled) or allocator peak (CUDA) of one "
         "render in a fresh process",

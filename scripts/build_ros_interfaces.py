@@ -70,8 +70,10 @@ def patch_wheel_cmake_paths() -> None:
     """Point CMake files at this interpreter's include dirs instead of the wheel builder's."""
     python_include = sysconfig.get_paths()["include"]
     numpy_include = numpy.get_include()
-    builder = re.compile(r"/opt/python/cp3\d+-cp3\d+/(include/python3\.\d+|lib/python3\.\d+/"
-                         r"site-packages/numpy/(?:_core|core)/include)")  # fmt: skip
+    builder = re.compile(
+        r"/opt/python/cp3\d+-cp3\d+/(include/python3\.\d+|lib/python3\.\d+/"
+        r"site-packages/numpy/(?:_core|core)/include)"
+    )
 
     def replacement(match: re.Match[str]) -> str:
         return python_include if match.group(1).startswith("include") else numpy_include
@@ -95,14 +97,24 @@ def cmake_build(source: Path, name: str, *extra: str) -> None:
     build = BUILD / name
     env = dict(os.environ, AMENT_PREFIX_PATH=str(PREFIX))
     configure = [
-        "cmake", "-S", str(source), "-B", str(build),
-        f"-DCMAKE_PREFIX_PATH={PREFIX}", f"-DCMAKE_INSTALL_PREFIX={PREFIX}",
-        f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF",
-        "-DCMAKE_BUILD_TYPE=Release", *extra,
-    ]  # fmt: skip
+        "cmake",
+        "-S",
+        str(source),
+        "-B",
+        str(build),
+        f"-DCMAKE_PREFIX_PATH={PREFIX}",
+        f"-DCMAKE_INSTALL_PREFIX={PREFIX}",
+        f"-DPython3_EXECUTABLE={sys.executable}",
+        "-DBUILD_TESTING=OFF",
+        "-DCMAKE_BUILD_TYPE=Release",
+        *extra,
+    ]
     jobs = str(os.cpu_count() or 2)
-    for command in (configure, ["cmake", "--build", str(build), "-j", jobs],
-                    ["cmake", "--install", str(build)]):  # fmt: skip
+    for command in (
+        configure,
+        ["cmake", "--build", str(build), "-j", jobs],
+        ["cmake", "--install", str(build)],
+    ):
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
@@ -122,8 +134,14 @@ def build_tf2_msgs() -> None:
 
 
 def interface_digest() -> str:
-    files = sorted([*ROOT.glob("msg/*.msg"), *ROOT.glob("srv/*.srv"), ROOT / "CMakeLists.txt",
-                    ROOT / "src" / "lyra_ros" / "__init__.py"])  # fmt: skip
+    files = sorted(
+        [
+            *ROOT.glob("msg/*.msg"),
+            *ROOT.glob("srv/*.srv"),
+            ROOT / "CMakeLists.txt",
+            ROOT / "src" / "lyra_ros" / "__init__.py",
+        ]
+    )
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + path.read_bytes())

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lyra_core.cameras import Cameras, Intrinsics, look_at
-from lyra_core.gaussians import SH_C0, Gaussians
+from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.geometry.transforms import look_at
+from lyra_core.scene.gaussians import SH_C0, Gaussians
 
 # ROS 2 tests talk over DDS between real processes: keep discovery on this machine, give every
 # test run its own domain (parallel runs must not see each other) and its own log folder.
@@ -138,7 +139,7 @@ def tiny_student_checkpoint(tmp_path_factory) -> Path:
     pytest.importorskip("diffusers")
     from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
     from lyra_core.models.vae import VideoVAE
-    from lyra_core.student import LyraStudent, StudentConfig
+    from lyra_core.pipelines.student import LyraStudent, StudentConfig
 
     with torch.random.fork_rng():
         torch.manual_seed(0)

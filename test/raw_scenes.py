@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lyra_core.gaussians import Gaussians
+from lyra_core.scene.gaussians import Gaussians
 
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
 

@@ -1,4 +1,5 @@
-"""Tests for lyra_core.cameras: intrinsics, poses, ROS frames, quaternions and Plucker rays."""
+"""Tests for lyra_core.geometry.cameras: intrinsics, poses, ROS frames, quaternions and Plucker
+rays."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from lyra_core.cameras import (
+from lyra_core.geometry.cameras import Cameras, Intrinsics, plucker_rays
+from lyra_core.geometry.transforms import (
     OPTICAL_TO_BODY,
-    Cameras,
-    Intrinsics,
     body_pose_to_optical,
     look_at,
     optical_pose_to_body,
-    plucker_rays,
     pose_from_translation_quaternion,
     rigid_inverse,
     translation_quaternion_from_pose,

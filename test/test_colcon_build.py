@@ -39,10 +39,21 @@ def test_colcon_build_installs_a_runnable_node(tmp_path):
         shutil.copy2(ROOT / name, target)
     env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix)
     build = subprocess.run(
-        ["colcon", "build", "--packages-select", "lyra_ros", "--cmake-args",
-         f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            "colcon",
+            "build",
+            "--packages-select",
+            "lyra_ros",
+            "--cmake-args",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            "-DBUILD_TESTING=OFF",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
 
     install = tmp_path / "install" / "lyra_ros"
@@ -65,14 +76,22 @@ def test_colcon_build_installs_a_runnable_node(tmp_path):
     )
     node = subprocess.Popen(
         [sys.executable, str(install / "lib/lyra_ros/lyra-world")],
-        env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(6.0)
     node.send_signal(signal.SIGINT)
     output, _ = node.communicate(timeout=20)
     assert node.returncode == 0, output
     assert "lyra_world ready" in output
-    assert str(site) in subprocess.run(
-        [sys.executable, "-c", "import lyra_ros.world_node as m; print(m.__file__)"],
-        env=run_env, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    assert (
+        str(site)
+        in subprocess.run(
+            [sys.executable, "-c", "import lyra_ros.world_node as m; print(m.__file__)"],
+            env=run_env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lyra_core.train import TrainConfig
-from lyra_core.train_vae import VAETrainConfig
+from lyra_core.training.train_student import TrainConfig
+from lyra_core.training.train_vae import VAETrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 TRAINING_CONFIGS = sorted(

@@ -19,7 +19,8 @@ from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from lyra_core.cameras import Intrinsics, pose_from_translation_quaternion
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.transforms import pose_from_translation_quaternion
 from lyra_ros import conversions
 from lyra_ros.conversions import (
     SUPPORTED_ENCODINGS,

@@ -27,7 +27,7 @@ from lyra_core.data.format import (
     write_scene,
 )
 from lyra_core.data.procedural import GeneratorConfig, generate_scene
-from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES
+from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 
 TINY = GeneratorConfig(
     width=32, height=24, num_frames=5, num_heldout=2, num_gaussians=4000, batch_size=8

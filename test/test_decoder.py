@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from lyra_core.cameras import Intrinsics, look_at
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.transforms import look_at
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
 
 B, V, T, C, h, w = 1, 2, 2, 16, 4, 6
@@ -17,8 +18,13 @@ H, W = h * 8, w * 8
 def inputs(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     latents = torch.randn(B, V, T, C, h, w, generator=gen)
-    poses = torch.stack([look_at((0.1 * i - 0.1, 0.0, 0.05 * t), (0.0, 0.0, 3.0))
-                         for i in range(V) for t in range(T)]).reshape(B, V, T, 4, 4)  # fmt: skip
+    poses = torch.stack(
+        [
+            look_at((0.1 * i - 0.1, 0.0, 0.05 * t), (0.0, 0.0, 3.0))
+            for i in range(V)
+            for t in range(T)
+        ]
+    ).reshape(B, V, T, 4, 4)
     Ks = Intrinsics.from_fov(1.0, W, H).matrix().expand(B, V, T, 3, 3)
     return latents, poses, Ks
 
@@ -65,8 +71,9 @@ def test_z_depth_is_the_depth_map_convention(model):
     torch.testing.assert_close(points[..., 2], z, rtol=1e-4, atol=1e-4)
     pixels = (Ks[..., None, None, :, :] @ (points / points[..., 2:])[..., None])[..., 0]
     # the Gaussian of pixel (row 5, column 7) projects to that pixel's centre (OpenCV: integers)
-    torch.testing.assert_close(pixels[0, 0, 0, 5, 7, :2], torch.tensor([7.0, 5.0]), atol=1e-3,
-                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        pixels[0, 0, 0, 5, 7, :2], torch.tensor([7.0, 5.0]), atol=1e-3, rtol=0
+    )
 
 
 def test_all_views_are_fused_into_one_sequence(model):

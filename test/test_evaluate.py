@@ -14,9 +14,9 @@ pytest.importorskip("diffusers")
 
 from lyra_core import cli
 from lyra_core.data.format import list_scenes, load_scene
-from lyra_core.evaluate import CACHE_METHOD, cache_gaussians, image_metrics, render_views
-from lyra_core.student import LyraStudent
-from lyra_core.train import main as train_main
+from lyra_core.evaluation.evaluate import CACHE_METHOD, cache_gaussians, image_metrics, render_views
+from lyra_core.pipelines.student import LyraStudent
+from lyra_core.training.train_student import main as train_main
 
 HAVE_STLPIPS = importlib.util.find_spec("stlpips_pytorch") is not None
 PERCEPTUAL = "stlpips-alex" if HAVE_STLPIPS else "none"
@@ -26,10 +26,19 @@ PERCEPTUAL = "stlpips-alex" if HAVE_STLPIPS else "none"
 def trained_run(tmp_path_factory, tiny_dataset):
     """Three real training steps of the tiny student (with an all-Transformer override)."""
     tmp = tmp_path_factory.mktemp("run")
-    config = {"data_dir": str(tiny_dataset), "out_dir": str(tmp / "run"), "steps": 3,
-              "lr": 0.003, "perceptual": "none", "loss": {"mse": 1.0, "perceptual": 0.0},
-              "target_views": 3, "frames_per_trajectory": 9, "val_every": 3, "save_every": 3,
-              "decoder_overrides": {"transformer_layers": [0, 1, 2, 3]}}  # fmt: skip
+    config = {
+        "data_dir": str(tiny_dataset),
+        "out_dir": str(tmp / "run"),
+        "steps": 3,
+        "lr": 0.003,
+        "perceptual": "none",
+        "loss": {"mse": 1.0, "perceptual": 0.0},
+        "target_views": 3,
+        "frames_per_trajectory": 9,
+        "val_every": 3,
+        "save_every": 3,
+        "decoder_overrides": {"transformer_layers": [0, 1, 2, 3]},
+    }
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     assert train_main(["--config", str(path)]) == 0
@@ -52,8 +61,9 @@ def test_eval_writes_reports_and_matches_direct_metrics(tmp_path, trained_run, t
     cli.main(["export", "--run", str(trained_run), "--out", str(student_dir)])
     out = tmp_path / "eval"
     args = ["--data", str(tiny_dataset), "--split", "test", "--student", f"tiny={student_dir}"]
-    code = cli.main(["eval", *args, "--out", str(out), "--perceptual", PERCEPTUAL,
-                     "--untrained-control"])  # fmt: skip
+    code = cli.main(
+        ["eval", *args, "--out", str(out), "--perceptual", PERCEPTUAL, "--untrained-control"]
+    )
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())
     assert list(report["summary"]) == [CACHE_METHOD, "tiny", "tiny_untrained"]
@@ -89,10 +99,14 @@ def test_cache_baseline_is_the_input_view_unprojected(tiny_dataset):
     # Rendered from the input camera, the cache reproduces the input image where it has depth.
     from lyra_core.data.format import ViewSet
 
-    view = ViewSet(rgb=sample.input_rgb[None], depth=sample.input_depth[None],
-                   Ks=sample.input_K[None], camtoworlds=sample.input_camtoworld[None],
-                   cache_rgb=sample.input_rgb[None],
-                   cache_mask=(sample.input_depth > 0)[None])  # fmt: skip
+    view = ViewSet(
+        rgb=sample.input_rgb[None],
+        depth=sample.input_depth[None],
+        Ks=sample.input_K[None],
+        camtoworlds=sample.input_camtoworld[None],
+        cache_rgb=sample.input_rgb[None],
+        cache_mask=(sample.input_depth > 0)[None],
+    )
     rendered = render_views(gaussians, view, (0.0, 0.0, 0.0))[0]
     valid = sample.input_depth > 0
     error = (rendered - sample.input_rgb.float() / 255).abs()[valid].mean()

@@ -1,11 +1,11 @@
-"""Tests for lyra_core.gaussians."""
+"""Tests for lyra_core.scene.gaussians."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lyra_core.gaussians import OPACITY_EPS, SH_C0, Gaussians
+from lyra_core.scene.gaussians import OPACITY_EPS, SH_C0, Gaussians
 from raw_scenes import FIELDS, assert_scenes_equal, make_scene
 
 # ---------------------------------------------------------------------- construction

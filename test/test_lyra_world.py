@@ -12,16 +12,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.cameras import Intrinsics
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.utils.errors import WorldBuildError
 from lyra_core.weights import shipped_student_path
 from lyra_ros import world_builder
-from lyra_ros.world_builder import (
-    BuildOptions,
-    WorldBuilder,
-    WorldBuildError,
-    lyra_available,
-    resolve_source,
-)
+from lyra_ros.world_builder import BuildOptions, WorldBuilder, lyra_available, resolve_source
 
 W, H = 80, 60  # not the student's 64x48: the pipeline resizes
 INTR = Intrinsics(70.0, 70.0, 39.5, 29.5, W, H)
@@ -87,14 +82,24 @@ def test_bad_checkpoints_give_world_build_errors(builder, tiny_student_checkpoin
         builder.build(rgb, depth, INTR, camera_pose(), BuildOptions(source="lyra"))
     missing = tmp_path / "nowhere"
     with pytest.raises(WorldBuildError, match=r"nowhere.*not a folder"):
-        builder.build(rgb, depth, INTR, camera_pose(),
-                      BuildOptions(source="lyra", lyra_checkpoint=str(missing)))  # fmt: skip
+        builder.build(
+            rgb,
+            depth,
+            INTR,
+            camera_pose(),
+            BuildOptions(source="lyra", lyra_checkpoint=str(missing)),
+        )
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_student_checkpoint, corrupt)
     (corrupt / "student.json").write_text(json.dumps({"width": "wide"}))
     with pytest.raises(WorldBuildError, match="corrupt"):
-        builder.build(rgb, depth, INTR, camera_pose(),
-                      BuildOptions(source="auto", lyra_checkpoint=str(corrupt)))  # fmt: skip
+        builder.build(
+            rgb,
+            depth,
+            INTR,
+            camera_pose(),
+            BuildOptions(source="auto", lyra_checkpoint=str(corrupt)),
+        )
 
 
 def test_lyra_input_errors_are_world_build_errors(builder, tiny_student_checkpoint):

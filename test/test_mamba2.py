@@ -78,8 +78,9 @@ def test_ssd_chunked_float32_and_long_decay() -> None:
 
 
 def test_ssd_chunked_gradients_match_naive() -> None:
-    inputs = random_ssd_inputs(batch=1, length=11, heads=4, head_dim=2, groups=2, d_state=3,
-                               with_state=True)  # fmt: skip
+    inputs = random_ssd_inputs(
+        batch=1, length=11, heads=4, head_dim=2, groups=2, d_state=3, with_state=True
+    )
     gen = torch.Generator().manual_seed(1)
     w_y = torch.randn(inputs["x"].shape, generator=gen, dtype=F64)
     w_state = torch.randn(inputs["initial_state"].shape, generator=gen, dtype=F64)
@@ -179,8 +180,17 @@ def test_mamba2_block_is_identity_with_zero_out_proj() -> None:
 def test_ssd_chunked_matches_mamba_kernel() -> None:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    inputs = random_ssd_inputs(batch=2, length=300, heads=8, head_dim=64, groups=2, d_state=64,
-                               with_state=True, dtype=torch.float32, device="cuda")  # fmt: skip
+    inputs = random_ssd_inputs(
+        batch=2,
+        length=300,
+        heads=8,
+        head_dim=64,
+        groups=2,
+        d_state=64,
+        with_state=True,
+        dtype=torch.float32,
+        device="cuda",
+    )
     inputs["x"] = 0.1 * inputs["x"]
     inputs["initial_state"] = 0.1 * inputs["initial_state"]
     y, state = ssd_chunked(**inputs, chunk_size=64)

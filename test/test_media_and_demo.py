@@ -10,10 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from lyra_core import demo
-from lyra_core.media import colorize_depth, contact_sheet, to_uint8, write_gif, write_mp4, write_png
-from lyra_core.ply import read_ply
-from lyra_core.scenes import ROOM_HALF_SIZE, ROOM_HEIGHT, procedural_room
+from lyra_core.cli import demo
+from lyra_core.scene.ply import read_ply
+from lyra_core.scene.procedural_room import ROOM_HALF_SIZE, ROOM_HEIGHT, procedural_room
+from lyra_core.utils.media import (
+    colorize_depth,
+    contact_sheet,
+    to_uint8,
+    write_gif,
+    write_mp4,
+    write_png,
+)
 
 
 def test_to_uint8_clips_and_rounds():

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lyra_core.losses import (
+from lyra_core.evaluation.metrics import perceptual_distance, psnr, ssim
+from lyra_core.models.perceptual.metric import PerceptualMetric
+from lyra_core.training.losses import (
     LossWeights,
     depth_loss,
     log_depth_loss,
@@ -16,8 +18,6 @@ from lyra_core.losses import (
     normalize_depth,
     pixel_aligned_loss,
 )
-from lyra_core.metrics import perceptual_distance, psnr, ssim
-from lyra_core.perceptual import PerceptualMetric
 
 
 def images(n: int = 2, seed: int = 0):
@@ -45,9 +45,14 @@ def test_ssim_properties_and_reference():
     assert (ssim((x + 0.3 * torch.randn_like(x)).clamp(0, 1), x) < ssim(noisy, x)).all()
     skimage = pytest.importorskip("skimage.metrics")
     expected = skimage.structural_similarity(
-        noisy[0].numpy(), x[0].numpy(), channel_axis=-1, data_range=1.0, gaussian_weights=True,
-        sigma=1.5, use_sample_covariance=False,
-    )  # fmt: skip
+        noisy[0].numpy(),
+        x[0].numpy(),
+        channel_axis=-1,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     np.testing.assert_allclose(ssim(noisy[:1], x[:1]).item(), expected, atol=1e-6)
 
 
@@ -87,8 +92,9 @@ def test_lyra_loss_weights_and_gradients():
     assert rgb.grad.abs().sum() > 0 and opac.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="perceptual"):
         lyra_loss(rgb, target, depth, depth, opac, LossWeights())
-    total, terms = lyra_loss(rgb, target, depth, depth, opac, LossWeights(),
-                             perceptual=lambda a, b: (a - b).abs().mean())  # fmt: skip
+    total, terms = lyra_loss(
+        rgb, target, depth, depth, opac, LossWeights(), perceptual=lambda a, b: (a - b).abs().mean()
+    )
     assert "perceptual" in terms
 
 
@@ -122,8 +128,9 @@ def test_perceptual_distance_and_loss_term():
         perceptual_distance(torch.full_like(pred, math.nan), target, metric)
     rgb = pred.clone().requires_grad_(True)
     depth = 1 + torch.rand(2, 32, 40)
-    total, terms = lyra_loss(rgb, target, depth, depth, torch.rand(10), LossWeights(),
-                             perceptual=metric.loss)  # fmt: skip
+    total, terms = lyra_loss(
+        rgb, target, depth, depth, torch.rand(10), LossWeights(), perceptual=metric.loss
+    )
     assert terms["perceptual"] == pytest.approx(float(metric(pred, target).mean()), rel=1e-5)
     expected = terms["mse"] + 0.5 * terms["perceptual"] + 0.05 * terms["depth"]
     assert total.item() == pytest.approx(expected, rel=1e-5)

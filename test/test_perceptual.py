@@ -1,4 +1,5 @@
-"""ST-LPIPS / LPIPS (lyra_core.perceptual): agreement with the reference implementation shipped in
+"""ST-LPIPS / LPIPS (lyra_core.models.perceptual.metric): agreement with the reference
+implementation shipped in
 stlpips-pytorch, behaviour as a metric and a loss, weight loading and its errors."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 
-from lyra_core.perceptual import (
+from lyra_core.models.perceptual.metric import (
     LPIPS_LINEAR_FILES,
     STLPIPS_FILES,
     TORCHVISION_FILES,
@@ -25,9 +26,10 @@ from lyra_core.perceptual import (
 
 HAVE_STLPIPS = importlib.util.find_spec("stlpips_pytorch") is not None
 needs_stlpips = pytest.mark.skipif(
-    not HAVE_STLPIPS, reason="stlpips-pytorch (ST-LPIPS weights) is not installed: "
-    "pip install --no-deps stlpips-pytorch==0.0.2"
-)  # fmt: skip
+    not HAVE_STLPIPS,
+    reason="stlpips-pytorch (ST-LPIPS weights) is not installed: "
+    "pip install --no-deps stlpips-pytorch==0.0.2",
+)
 
 
 # --------------------------------------------------------------------------- images
@@ -36,8 +38,11 @@ needs_stlpips = pytest.mark.skipif(
 def structured(n: int = 4, height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
     """(n, H, W, 3) float64 in [0, 1]: stripes, gradients, a disc and a checkerboard."""
     gen = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float64),
-                            torch.arange(width, dtype=torch.float64), indexing="ij")  # fmt: skip
+    yy, xx = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
+        indexing="ij",
+    )
     out = []
     for _ in range(n):
         fx, fy, phase = (torch.rand(3, generator=gen, dtype=torch.float64) * 6).tolist()
@@ -60,8 +65,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = (kernel / kernel.sum()).expand(3, 1, 1, -1)
     x = images.permute(0, 3, 1, 2)
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel, groups=3)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.transpose(2, 3),
-                 groups=3)  # fmt: skip
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.transpose(2, 3), groups=3)
     return x.permute(0, 2, 3, 1)
 
 
@@ -209,8 +213,9 @@ def test_distance_grows_with_blur_and_noise(metric):
     with torch.no_grad():
         blurred = torch.stack([metric(gaussian_blur(base, s), base) for s in (0.5, 1, 2, 4)])
         noise = torch.randn(base.shape, generator=torch.Generator().manual_seed(0))
-        noisy = torch.stack([metric((base + s * noise).clamp(0, 1), base)
-                             for s in (0.02, 0.05, 0.1, 0.2, 0.4)])  # fmt: skip
+        noisy = torch.stack(
+            [metric((base + s * noise).clamp(0, 1), base) for s in (0.02, 0.05, 0.1, 0.2, 0.4)]
+        )
     for ladder in (blurred, noisy):  # (steps, images)
         assert (ladder[0] > 0).all()
         assert (ladder.diff(dim=0) > 0).all(), ladder
@@ -265,13 +270,27 @@ def test_shapes_dtypes_and_leading_dims(metric):
 def test_min_size_fits_the_architecture(net, variant):
     untrained = PerceptualMetric(net, variant)
     side = untrained.min_size
-    assert side == {("alex", "stlpips"): 21, ("vgg", "stlpips"): 18, ("alex", "lpips"): 31,
-                    ("vgg", "lpips"): 16}[net, variant]  # fmt: skip
+    assert (
+        side
+        == {
+            ("alex", "stlpips"): 21,
+            ("vgg", "stlpips"): 18,
+            ("alex", "lpips"): 31,
+            ("vgg", "lpips"): 16,
+        }[net, variant]
+    )
     with torch.no_grad():
         features = untrained.net(torch.zeros(1, 3, side, side + 7))
-        assert [f.shape[1] for f in features] == [m.model[1].in_channels for m in
-                                                  (untrained.lin0, untrained.lin1, untrained.lin2,
-                                                   untrained.lin3, untrained.lin4)]  # fmt: skip
+        assert [f.shape[1] for f in features] == [
+            m.model[1].in_channels
+            for m in (
+                untrained.lin0,
+                untrained.lin1,
+                untrained.lin2,
+                untrained.lin3,
+                untrained.lin4,
+            )
+        ]
         with pytest.raises(RuntimeError):
             untrained.net(torch.zeros(1, 3, side - 1, side + 7))
 
@@ -284,8 +303,11 @@ def write_lpips_files(folder, net: str = "alex", seed: int = 0):
     names load_perceptual expects; returns the two paths."""
     gen = torch.Generator().manual_seed(seed)
     shapes = PerceptualMetric(net, "lpips").state_dict()
-    linear = {k: torch.rand(v.shape, generator=gen) * 0.1 for k, v in shapes.items()
-              if k.startswith("lin")}  # fmt: skip
+    linear = {
+        k: torch.rand(v.shape, generator=gen) * 0.1
+        for k, v in shapes.items()
+        if k.startswith("lin")
+    }
     backbone = {}
     for key, value in shapes.items():
         if key.startswith("net."):
@@ -317,16 +339,20 @@ def test_lpips_from_a_local_folder(tmp_path):
 def test_lpips_vgg_keys_map_to_the_network():
     untrained = PerceptualMetric("vgg", "lpips")
     state = untrained.state_dict()
-    torchvision_style = {f"features.{k.split('.')[2]}.{k.split('.')[3]}": v
-                         for k, v in state.items() if k.startswith("net.")}  # fmt: skip
+    torchvision_style = {
+        f"features.{k.split('.')[2]}.{k.split('.')[3]}": v
+        for k, v in state.items()
+        if k.startswith("net.")
+    }
     linear = {k: v for k, v in state.items() if k.startswith("lin")}
     assert sorted(torchvision_style) == sorted(
         f"features.{i}.{p}"
         for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
         for p in ("weight", "bias")
     )  # torchvision's vgg16 numbering
-    mapped = lpips_state_dict(linear, torchvision_style | {"classifier.0.bias": torch.zeros(1)},
-                              net="vgg")  # fmt: skip
+    mapped = lpips_state_dict(
+        linear, torchvision_style | {"classifier.0.bias": torch.zeros(1)}, net="vgg"
+    )
     PerceptualMetric("vgg", "lpips").load_weights(mapped)
 
 
@@ -390,6 +416,10 @@ def test_shipped_weights_hold_lpips_constants():
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert len(state) == len(PerceptualMetric().state_dict())  # strict, no aliases or extras
     fresh = PerceptualMetric()  # our constants: the blur filters and the input scaling
-    for key in ("scaling_layer.shift", "scaling_layer.scale", "net.slice1.1.filt",
-                "net.slice3.8.filt"):  # fmt: skip
+    for key in (
+        "scaling_layer.shift",
+        "scaling_layer.scale",
+        "net.slice1.1.filt",
+        "net.slice3.8.filt",
+    ):
         torch.testing.assert_close(state[key], fresh.state_dict()[key], msg=key)

@@ -1,4 +1,5 @@
-"""Student checkpoints and the inference pipeline (lyra_core.student, lyra_core.pipeline)."""
+"""Student checkpoints and the inference pipeline (lyra_core.pipelines.student,
+lyra_core.pipelines.world)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.cameras import Intrinsics
 from lyra_core.data import procedural
 from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
-from lyra_core.pipeline import LyraWorldPipeline, fit_view
-from lyra_core.student import CheckpointError, LyraStudent, StudentConfig
-from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES
+from lyra_core.pipelines.student import LyraStudent, StudentConfig
+from lyra_core.pipelines.world import LyraWorldPipeline, fit_view
+from lyra_core.utils.errors import CheckpointError
 
 SEED = 3
 SCENE = GeneratorConfig(width=64, height=48, num_frames=9, num_heldout=1, num_gaussians=4000)
@@ -101,8 +103,9 @@ def test_saving_over_a_checkpoint_replaces_it_and_leaves_no_temporaries(
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint(tiny_student_checkpoint, tmp_path,
-                                                     monkeypatch):  # fmt: skip
+def test_a_failed_save_keeps_the_previous_checkpoint(
+    tiny_student_checkpoint, tmp_path, monkeypatch
+):
     student, config = LyraStudent.from_pretrained(tiny_student_checkpoint)
     folder = student.save_pretrained(tmp_path / "ckpt", config)
     before = (folder / "student.json").read_text()
@@ -167,13 +170,24 @@ def test_broken_checkpoints_raise_checkpoint_error_naming_the_folder(
 
 
 def test_student_config_round_trip_and_validation():
-    config = StudentConfig(width=32, height=32, num_frames=17, movement_scale=0.5,
-                           trajectory_names=("left", "up"), training={"steps": 3})  # fmt: skip
+    config = StudentConfig(
+        width=32,
+        height=32,
+        num_frames=17,
+        movement_scale=0.5,
+        trajectory_names=("left", "up"),
+        training={"steps": 3},
+    )
     data = config.to_dict()
     assert data["format_version"] == 1 and data["trajectory_names"] == ["left", "up"]
     assert StudentConfig.from_dict(json.loads(json.dumps(data))) == config
-    for bad in ({"width": 0}, {"num_frames": 1}, {"movement_scale": -1.0},
-                {"trajectory_names": ["spiral"]}, {"trajectory_names": ["up", "up"]}):  # fmt: skip
+    for bad in (
+        {"width": 0},
+        {"num_frames": 1},
+        {"movement_scale": -1.0},
+        {"trajectory_names": ["spiral"]},
+        {"trajectory_names": ["up", "up"]},
+    ):
         with pytest.raises(ValueError):
             StudentConfig(**bad)
 
@@ -194,8 +208,9 @@ def test_pipeline_cache_videos_equal_the_training_data(built, scene):
 
 def test_float32_input_pose_gives_the_same_videos_up_to_rounding(pipeline, scene, built):
     sample, _ = scene
-    out = pipeline(sample.input_rgb, sample.input_depth, sample.input_K, sample.input_camtoworld,
-                   seed=SEED)  # fmt: skip
+    out = pipeline(
+        sample.input_rgb, sample.input_depth, sample.input_K, sample.input_camtoworld, seed=SEED
+    )
     diff = (out.videos.int() - built.videos.int()).abs()
     assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-3
 
@@ -215,8 +230,9 @@ def test_without_depth_the_image_lies_on_a_plane_in_the_world_frame(pipeline, sc
     sample, _ = scene
     pose = torch.eye(4, dtype=torch.float64)
     pose[:3, 3] = torch.tensor([1000.0, -200.0, 50.0])  # far from the origin
-    out = pipeline(sample.input_rgb.numpy(), None, sample.input_K.numpy(), pose.numpy(),
-                   assumed_depth=2.5)  # fmt: skip
+    out = pipeline(
+        sample.input_rgb.numpy(), None, sample.input_K.numpy(), pose.numpy(), assumed_depth=2.5
+    )
     assert out.depth_source == "plane" and out.scene_depth == 2.5
     covered = out.videos[:, 0].float().sum(-1) > 0
     assert float(covered.float().mean()) > 0.95  # frame 0 is the input view, all on the plane
@@ -252,16 +268,18 @@ def _pad_and_upscale(rgb, depth, K, pad_x: int, pad_y: int, factor: int):
     big = Intrinsics(
         intr.fx, intr.fy, intr.cx + pad_x, intr.cy + pad_y, 64 + 2 * pad_x, 48 + 2 * pad_y
     ).resize(factor * (64 + 2 * pad_x), factor * (48 + 2 * pad_y))
-    return rgb, depth, big  # fmt: skip
+    return rgb, depth, big
 
 
 @pytest.mark.parametrize("pad_x, pad_y, factor", [(0, 0, 1), (0, 0, 2), (16, 0, 1), (0, 8, 3)])
 def test_fit_view_crops_the_centre_and_resizes(scene, pad_x, pad_y, factor):
     sample, _ = scene
-    rgb, depth, intr = _pad_and_upscale(sample.input_rgb.numpy(), sample.input_depth.numpy(),
-                                        sample.input_K, pad_x, pad_y, factor)  # fmt: skip
-    out_rgb, out_depth, out_intr = fit_view(torch.from_numpy(rgb), torch.from_numpy(depth), intr,
-                                            64, 48)  # fmt: skip
+    rgb, depth, intr = _pad_and_upscale(
+        sample.input_rgb.numpy(), sample.input_depth.numpy(), sample.input_K, pad_x, pad_y, factor
+    )
+    out_rgb, out_depth, out_intr = fit_view(
+        torch.from_numpy(rgb), torch.from_numpy(depth), intr, 64, 48
+    )
     assert torch.equal(out_rgb, sample.input_rgb)
     assert torch.equal(out_depth, sample.input_depth)
     torch.testing.assert_close(out_intr.matrix(), sample.input_K)
@@ -269,8 +287,9 @@ def test_fit_view_crops_the_centre_and_resizes(scene, pad_x, pad_y, factor):
 
 def test_a_larger_wider_image_gives_the_same_world_inputs(pipeline, scene, built):
     sample, pose64 = scene
-    rgb, depth, intr = _pad_and_upscale(sample.input_rgb.numpy(), sample.input_depth.numpy(),
-                                        sample.input_K, 16, 0, 2)  # fmt: skip
+    rgb, depth, intr = _pad_and_upscale(
+        sample.input_rgb.numpy(), sample.input_depth.numpy(), sample.input_K, 16, 0, 2
+    )
     assert rgb.shape == (96, 192, 3)
     out = pipeline(rgb, depth, intr.matrix(torch.float64), pose64, seed=SEED)
     assert torch.equal(out.videos, built.videos)

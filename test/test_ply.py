@@ -1,4 +1,4 @@
-"""Tests for lyra_core.ply."""
+"""Tests for lyra_core.scene.ply."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from lyra_core.gaussians import SH_C0, Gaussians
-from lyra_core.ply import PlyFormatError, read_ply, write_ply
+from lyra_core.scene.gaussians import SH_C0, Gaussians
+from lyra_core.scene.ply import read_ply, write_ply
+from lyra_core.utils.errors import PlyFormatError
 from raw_scenes import FIELDS, assert_scenes_equal, make_scene
 
 

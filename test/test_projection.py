@@ -1,4 +1,5 @@
-"""Tests for lyra_core.projection: EWA projection, culling, bounding radii and rotations."""
+"""Tests for lyra_core.rendering.projection: EWA projection, culling, bounding radii and
+rotations."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lyra_core.cameras import Cameras, look_at
-from lyra_core.projection import (
+from lyra_core.geometry.cameras import Cameras
+from lyra_core.geometry.transforms import look_at
+from lyra_core.rendering.projection import (
     ALPHA_THRESHOLD,
     MAX_EXTENT,
     corner_based_Ks,
@@ -108,9 +110,16 @@ def test_matches_gsplat_torch_reference(seed, make_scene, make_cameras):
     )
     Ks = corner_based_Ks(cameras.Ks)
     radii, means2d, depths, conics, _ = torch_impl._fully_fused_projection(
-        scene.means, covars, cameras.viewmats, Ks, cameras.width, cameras.height,
-        eps2d=EPS2D, near_plane=near, far_plane=far,
-    )  # fmt: skip
+        scene.means,
+        covars,
+        cameras.viewmats,
+        Ks,
+        cameras.width,
+        cameras.height,
+        eps2d=EPS2D,
+        near_plane=near,
+        far_plane=far,
+    )
 
     assert_close(ours.depths, depths, rtol=1e-12, atol=1e-12)
     theirs_visible = (radii > 0).all(dim=-1)

@@ -1,4 +1,5 @@
-"""Tests for lyra_core.rendering: the torch backend against the brute-force reference, autograd,
+"""Tests for lyra_core.rendering.renderer: the torch backend against the brute-force reference,
+autograd,
 pixel and depth conventions, input validation and (on CUDA) the gsplat backend."""
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import lyra_core.rendering as rendering
-from lyra_core.cameras import Cameras, look_at
-from lyra_core.gaussians import Gaussians
-from lyra_core.projection import (
+import lyra_core.rendering.renderer as rendering
+from lyra_core.geometry.cameras import Cameras
+from lyra_core.geometry.transforms import look_at
+from lyra_core.rendering import available_backends, render
+from lyra_core.rendering.projection import (
     ALPHA_THRESHOLD,
     corner_based_Ks,
     project_gaussians,
 )
-from lyra_core.rendering import available_backends, render
-from lyra_core.spherical_harmonics import sh_to_rgb
+from lyra_core.rendering.spherical_harmonics import sh_to_rgb
+from lyra_core.scene.gaussians import Gaussians
 
 F32, F64 = torch.float32, torch.float64
 BACKGROUND = (0.2, 0.5, 0.8)
@@ -98,9 +100,13 @@ def odd_size_case(make_scene, make_cameras):
 def test_torch_backend_does_not_depend_on_tile_and_chunk_size(tile_size, chunk_size, odd_size_case):
     scene, cameras, ref = odd_size_case
     out = render(
-        scene, cameras, backend="torch", background=BACKGROUND,
-        tile_size=tile_size, chunk_size=chunk_size,
-    )  # fmt: skip
+        scene,
+        cameras,
+        backend="torch",
+        background=BACKGROUND,
+        tile_size=tile_size,
+        chunk_size=chunk_size,
+    )
     assert out.rgb.shape == (2, 45, 61, 3)
     assert_renders_close(out, ref)
 
@@ -110,9 +116,12 @@ def stacked_opaque_scene(dtype) -> Gaussians:
     n = 200
     gen = torch.Generator().manual_seed(3)
     means = torch.cat(
-        [(torch.rand(n, 2, generator=gen, dtype=F64) - 0.5) * 0.8,
-         2.0 + 2.0 * torch.rand(n, 1, generator=gen, dtype=F64)], dim=1,
-    )  # fmt: skip
+        [
+            (torch.rand(n, 2, generator=gen, dtype=F64) - 0.5) * 0.8,
+            2.0 + 2.0 * torch.rand(n, 1, generator=gen, dtype=F64),
+        ],
+        dim=1,
+    )
     scales = 0.3 + 0.4 * torch.rand(n, 3, generator=gen, dtype=F64)
     opacities = 0.85 + 0.15 * torch.rand(n, generator=gen, dtype=F64)
     quats = torch.randn(n, 4, generator=gen, dtype=F64)
@@ -123,9 +132,15 @@ def stacked_opaque_scene(dtype) -> Gaussians:
 def transmittance_without_early_stop(scene: Gaussians, cameras: Cameras) -> torch.Tensor:
     """(C, H, W) product of (1 - alpha) over every Gaussian, i.e. no early stop."""
     proj = project_gaussians(
-        scene.means, scene.quats, scene.scales, scene.opacities, cameras.viewmats,
-        corner_based_Ks(cameras.Ks), cameras.width, cameras.height,
-    )  # fmt: skip
+        scene.means,
+        scene.quats,
+        scene.scales,
+        scene.opacities,
+        cameras.viewmats,
+        corner_based_Ks(cameras.Ks),
+        cameras.width,
+        cameras.height,
+    )
     rows, cols = torch.meshgrid(
         torch.arange(cameras.height, dtype=F64) + 0.5,
         torch.arange(cameras.width, dtype=F64) + 0.5,
@@ -145,9 +160,13 @@ def test_early_stop_in_dense_scene(tile_size, chunk_size, dtype, make_cameras):
     scene = stacked_opaque_scene(dtype)
     cameras = make_cameras(2, dtype=dtype)
     out = render(
-        scene, cameras, backend="torch", background=BACKGROUND,
-        tile_size=tile_size, chunk_size=chunk_size,
-    )  # fmt: skip
+        scene,
+        cameras,
+        backend="torch",
+        background=BACKGROUND,
+        tile_size=tile_size,
+        chunk_size=chunk_size,
+    )
     ref = render(scene, cameras, backend="reference", background=BACKGROUND)
     if dtype == F64:
         assert_renders_close(out, ref)
@@ -186,9 +205,13 @@ def test_torch_gradients_match_reference(tile_size, chunk_size, make_scene, make
     for backend in ("torch", "reference"):
         leaves = leaf_scene(scene)
         out = render(
-            leaves, cameras, backend=backend, background=BACKGROUND,
-            tile_size=tile_size, chunk_size=chunk_size,
-        )  # fmt: skip
+            leaves,
+            cameras,
+            backend=backend,
+            background=BACKGROUND,
+            tile_size=tile_size,
+            chunk_size=chunk_size,
+        )
         images = (out.rgb, out.alpha, out.depth)
         loss = sum((t * w).sum() for t, w in zip(images, weights, strict=True))
         loss.backward()
@@ -222,9 +245,13 @@ def test_gradcheck_tiny_scene():
 
     def images(means, quats, log_scales, opacity_logits, sh):
         out = render(
-            Gaussians(means, quats, log_scales, opacity_logits, sh), camera,
-            backend="torch", background=BACKGROUND, tile_size=4, chunk_size=2,
-        )  # fmt: skip
+            Gaussians(means, quats, log_scales, opacity_logits, sh),
+            camera,
+            backend="torch",
+            background=BACKGROUND,
+            tile_size=4,
+            chunk_size=2,
+        )
         return torch.cat([out.rgb, out.alpha, out.depth], dim=-1)
 
     inputs = tuple(getattr(scene, k).detach().clone().requires_grad_(True) for k in PARAMS)

@@ -1,4 +1,4 @@
-"""The depth world source: lyra_core.rgbd and lyra_ros.world_builder (no DDS needed)."""
+"""The depth world source: lyra_core.scene.rgbd and lyra_ros.world_builder (no DDS needed)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lyra_core.cameras import Cameras, Intrinsics
+from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.rendering import render
-from lyra_core.rgbd import gaussians_from_rgbd
-from lyra_ros.world_builder import BuildOptions, WorldBuildError, build_world, resolve_source
+from lyra_core.scene.rgbd import gaussians_from_rgbd
+from lyra_core.utils.errors import WorldBuildError
+from lyra_ros.world_builder import BuildOptions, build_world, resolve_source
 
 INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
 
@@ -78,8 +79,9 @@ def test_bad_inputs_name_the_problem(kwargs, match):
     stride = args.pop("stride", 1)
     opacity = args.pop("opacity", 0.95)
     with pytest.raises(ValueError, match=match):
-        gaussians_from_rgbd(args["rgb"], args["depth"], INTR, args["camtoworld"], stride=stride,
-                            opacity=opacity)  # fmt: skip
+        gaussians_from_rgbd(
+            args["rgb"], args["depth"], INTR, args["camtoworld"], stride=stride, opacity=opacity
+        )
 
 
 def test_build_world_anchors_in_the_world_frame():

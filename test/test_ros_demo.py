@@ -12,16 +12,27 @@ from PIL import Image
 
 pytest.importorskip("rclpy")
 
-from lyra_core.ply import read_ply
+from lyra_core.scene.ply import read_ply
 
 
 def test_ros_demo_writes_robot_views_and_the_world(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "lyra_ros.demo", "--out", str(out), "--path-seconds", "3",
-         "--timeout", "90"],
-        capture_output=True, text=True, timeout=150,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lyra_ros.demo",
+            "--out",
+            str(out),
+            "--path-seconds",
+            "3",
+            "--timeout",
+            "90",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_received"] >= 3

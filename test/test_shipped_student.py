@@ -8,14 +8,14 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.cameras import Cameras
 from lyra_core.data.procedural import GeneratorConfig, generate_scene
-from lyra_core.metrics import perceptual_distance
+from lyra_core.evaluation.metrics import perceptual_distance
+from lyra_core.geometry.cameras import Cameras
 from lyra_core.models.decoder import LyraDecoder
-from lyra_core.perceptual import PerceptualMetric
-from lyra_core.pipeline import LyraWorldPipeline
+from lyra_core.models.perceptual.metric import PerceptualMetric
+from lyra_core.pipelines.student import LyraStudent
+from lyra_core.pipelines.world import LyraWorldPipeline
 from lyra_core.rendering import render
-from lyra_core.student import LyraStudent
 from lyra_core.weights import shipped_student_path
 
 TEST_SEEDS = (950_101, 950_102)  # test-split seeds beyond the 32 scenes the README evaluates
@@ -43,11 +43,17 @@ def heldout_distance(pipeline: LyraWorldPipeline, seed: int, metric: PerceptualM
     """Build from a fresh scene's input view through the pipeline; mean ST-LPIPS distance at its
     held-out views."""
     config = pipeline.config
-    sample = generate_scene(seed, GeneratorConfig(width=config.width, height=config.height,
-                                                  num_frames=config.num_frames))  # fmt: skip
-    world = pipeline(sample.input_rgb.numpy(), sample.input_depth.numpy(),
-                     sample.input_K.numpy(), sample.input_camtoworld.numpy(),
-                     seed=seed).gaussians  # fmt: skip
+    sample = generate_scene(
+        seed,
+        GeneratorConfig(width=config.width, height=config.height, num_frames=config.num_frames),
+    )
+    world = pipeline(
+        sample.input_rgb.numpy(),
+        sample.input_depth.numpy(),
+        sample.input_K.numpy(),
+        sample.input_camtoworld.numpy(),
+        seed=seed,
+    ).gaussians
     views = sample.heldout
     cameras = Cameras(views.camtoworlds, views.Ks, config.width, config.height)
     with torch.inference_mode():

@@ -7,11 +7,13 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from lyra_core.data.format import scene_inputs, scene_targets
 from lyra_core.data.procedural import GeneratorConfig, generate_scene
-from lyra_core.losses import LossWeights
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
 from lyra_core.models.vae import VideoVAE
-from lyra_core.student import LyraStudent, distillation_loss, scene_inputs, scene_targets
+from lyra_core.pipelines.student import LyraStudent
+from lyra_core.training.distill import distillation_loss
+from lyra_core.training.losses import LossWeights
 
 CONFIG = GeneratorConfig(width=32, height=32, num_frames=9, num_heldout=2, num_gaussians=4000)
 
@@ -71,8 +73,9 @@ def test_pruned_training_renders_the_most_opaque_and_regularises_all(sample):
 def test_pixel_aligned_term_trains_the_gaussians_towards_their_pixels(sample):
     student = make_student()
     targets = scene_targets(sample)
-    weights = LossWeights(mse=0.0, perceptual=0.0, depth=0.0, opacity=0.0, aligned=1.0,
-                          aligned_log_depth=0.5)  # fmt: skip
+    weights = LossWeights(
+        mse=0.0, perceptual=0.0, depth=0.0, opacity=0.0, aligned=1.0, aligned_log_depth=0.5
+    )
     optimizer = torch.optim.Adam(student.decoder.parameters(), lr=3e-3)
     aligned = []
     for _ in range(10):

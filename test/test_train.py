@@ -12,7 +12,7 @@ pytest.importorskip("accelerate")
 pytest.importorskip("diffusers")
 
 from lyra_core.models.decoder import LyraDecoder
-from lyra_core.train import TrainConfig, main
+from lyra_core.training.train_student import TrainConfig, main
 
 HAVE_STLPIPS = importlib.util.find_spec("stlpips_pytorch") is not None
 LOSS = {"mse": 1.0, "perceptual": 0.5, "depth": 0.05, "opacity": 0.0}  # Lyra's weights
@@ -26,8 +26,15 @@ def data_dir(tiny_dataset):
 
 
 def write_config(tmp_path, data_dir, **overrides):
-    config = {"data_dir": str(data_dir), "out_dir": str(tmp_path / "run"), "steps": 4,
-              "lr": 0.003, "log_every": 1, "val_every": 2, "save_every": 2} | overrides  # fmt: skip
+    config = {
+        "data_dir": str(data_dir),
+        "out_dir": str(tmp_path / "run"),
+        "steps": 4,
+        "lr": 0.003,
+        "log_every": 1,
+        "val_every": 2,
+        "save_every": 2,
+    } | overrides
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -42,8 +49,10 @@ def test_train_logs_validates_checkpoints_and_resumes(tmp_path, data_dir):
     assert all(r["loss"] > 0 for r in lines) and "val_psnr" in lines[1]
     assert ("perceptual" in lines[0]) == ("val_perceptual" in lines[1]) == HAVE_STLPIPS
     assert (run / "validation" / "step_0000004.png").exists()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002",
-                                                                       "step_0000004"]  # fmt: skip
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_0000002",
+        "step_0000004",
+    ]
     LyraDecoder.from_pretrained(run / "checkpoints" / "step_0000004" / "decoder")
 
     assert main(["--config", str(path), "--steps", "6"]) == 0  # resumes at step 4

@@ -14,15 +14,24 @@ pytest.importorskip("diffusers")
 
 from lyra_core.data.format import list_scenes
 from lyra_core.models.vae import VideoVAE
-from lyra_core.schedules import warmup_cosine
-from lyra_core.train_vae import VAETrainConfig, main, reconstruction_loss, scene_videos
+from lyra_core.training.schedules import warmup_cosine
+from lyra_core.training.train_vae import VAETrainConfig, main, reconstruction_loss, scene_videos
 
 
 def write_config(tmp_path, data_dir, **overrides):
-    config = {"data_dir": str(data_dir), "out_dir": str(tmp_path / "vae"), "steps": 4,
-              "batch_size": 2, "lr": 0.003, "warmup_steps": 1, "stats_videos": 4,
-              "val_videos": 2, "log_every": 1, "val_every": 2,
-              "save_every": 2} | overrides  # fmt: skip
+    config = {
+        "data_dir": str(data_dir),
+        "out_dir": str(tmp_path / "vae"),
+        "steps": 4,
+        "batch_size": 2,
+        "lr": 0.003,
+        "warmup_steps": 1,
+        "stats_videos": 4,
+        "val_videos": 2,
+        "log_every": 1,
+        "val_every": 2,
+        "save_every": 2,
+    } | overrides
     path = tmp_path / "vae.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -35,8 +44,10 @@ def test_train_vae_checkpoints_resumes_and_reports(tmp_path, tiny_dataset):
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
     assert "val_psnr" in lines[1] and (run / "validation" / "step_0000004.png").exists()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002",
-                                                                       "step_0000004"]  # fmt: skip
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_0000002",
+        "step_0000004",
+    ]
     report = json.loads((run / "report.json").read_text())
     assert report["latent_shape"] == [2, 16, 4, 4]  # 9 frames -> 2, 32 px -> 4
     assert 0 < report["val_psnr"] < 60 and {"val_psnr_rgb", "val_psnr_cache"} <= set(report)

@@ -1,4 +1,5 @@
-"""Tests for lyra_core.trajectories: the six Lyra trajectories and waypoint interpolation."""
+"""Tests for lyra_core.geometry.trajectories: the six Lyra trajectories and waypoint
+interpolation."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 
-from lyra_core.cameras import Intrinsics, look_at, rigid_inverse
-from lyra_core.trajectories import (
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.trajectories import (
     LYRA_CIRCLE_RADII,
     LYRA_MAGNITUDE_RANGES,
     LYRA_TRAJECTORY_NAMES,
@@ -17,6 +18,7 @@ from lyra_core.trajectories import (
     sample_lyra_magnitude,
     waypoint_trajectory,
 )
+from lyra_core.geometry.transforms import look_at, rigid_inverse
 
 DEPTH = 2.5
 N = 121

@@ -24,8 +24,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # n
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from lyra_core.cameras import Intrinsics  # noqa: E402
-from lyra_core.ply import read_ply  # noqa: E402
+from lyra_core.geometry.cameras import Intrinsics  # noqa: E402
+from lyra_core.scene.ply import read_ply  # noqa: E402
 from lyra_ros.conversions import (  # noqa: E402
     depth_to_image,
     image_to_depth_m,
@@ -161,9 +161,19 @@ class Client:
         self.images_header = header
         self.publish_tf(INPUT_FRAME, input_pose(), header.stamp)
         if info:
-            self.info_pub.publish(intrinsics_to_camera_info(
-                Intrinsics(60.0, 60.0, (rgb.shape[1] - 1) / 2, (rgb.shape[0] - 1) / 2,
-                           rgb.shape[1], rgb.shape[0]), header))  # fmt: skip
+            self.info_pub.publish(
+                intrinsics_to_camera_info(
+                    Intrinsics(
+                        60.0,
+                        60.0,
+                        (rgb.shape[1] - 1) / 2,
+                        (rgb.shape[0] - 1) / 2,
+                        rgb.shape[1],
+                        rgb.shape[0],
+                    ),
+                    header,
+                )
+            )
         if depth is not None:
             self.depth_pub.publish(depth_to_image(depth, header))
         if not image:
@@ -177,9 +187,10 @@ class Client:
 
     def wait_state(self, state: int, timeout: float = 30.0) -> WorldStatus:
         self.spin_until(
-            lambda: self.status is not None and self.status.state == state, timeout,
+            lambda: self.status is not None and self.status.state == state,
+            timeout,
             f"world state {state} (now {self.status})",
-        )  # fmt: skip
+        )
         return self.status
 
 
@@ -188,8 +199,10 @@ def start_world_node(tmp_path: Path, config: str = CONFIG, *ros_args: str) -> su
     path.write_text(config)
     return subprocess.Popen(
         [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path), *ros_args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -250,8 +263,9 @@ def test_simulated_camera_renders_at_its_tf_pose(world):
         client.images[key].clear()
     stamp = client.node.get_clock().now().to_msg()
     client.publish_tf(SIM_FRAME, input_pose(), stamp)
-    client.spin_until(lambda: len(client.images["cam"]) >= 2 and client.images["depth"],
-                      what="rendered images")  # fmt: skip
+    client.spin_until(
+        lambda: len(client.images["cam"]) >= 2 and client.images["depth"], what="rendered images"
+    )
     image = client.images["cam"][-1]
     assert (image.width, image.height, image.encoding) == (W, H, "rgb8")
     assert image.header.frame_id == SIM_FRAME
@@ -364,8 +378,7 @@ def test_build_world_from_a_request_image_and_busy_answers(world):
 def test_lyra_without_a_checkpoint_fails_and_the_node_keeps_running(world):
     client, process = world
     rgb, _ = gradient_rgbd()
-    request = BuildWorld.Request(use_latest=False, image=numpy_to_image(rgb, "rgb8"),
-                                 source="lyra")  # fmt: skip
+    request = BuildWorld.Request(use_latest=False, image=numpy_to_image(rgb, "rgb8"), source="lyra")
     response = client.call("build", request)
     assert not response.success and "lyra_checkpoint" in response.message
     status = client.wait_state(WorldStatus.STATE_READY)  # the previous world stays
@@ -401,13 +414,16 @@ def test_compressed_images_without_camera_info(ros_node, tmp_path):
 
 def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_student_checkpoint):
     # Its own node name: the module's world node is still running and serves /lyra_world/*.
-    config = CONFIG.replace("lyra_world:", "lyra_world_lyra:").replace(
-        "cameras: [cam, ghost]", "cameras: [cam]"
-    ).replace(
-        "depth_stride: 1",
-        f"depth_stride: 1\n    world_source: lyra\n    lyra_checkpoint: {tiny_student_checkpoint}"
-        "\n    lyra_assumed_depth: 2.0",
-    )  # fmt: skip
+    config = (
+        CONFIG.replace("lyra_world:", "lyra_world_lyra:")
+        .replace("cameras: [cam, ghost]", "cameras: [cam]")
+        .replace(
+            "depth_stride: 1",
+            f"depth_stride: 1\n    world_source: lyra\n"
+            f"    lyra_checkpoint: {tiny_student_checkpoint}"
+            "\n    lyra_assumed_depth: 2.0",
+        )
+    )
     process = start_world_node(tmp_path, config, "--ros-args", "-r", "__node:=lyra_world_lyra")
     try:
         client = Client(ros_node, "/lyra_world_lyra")
@@ -433,8 +449,9 @@ def test_command_line_parameters_override_the_config_file(tmp_path):
 
     config = tmp_path / "world.yaml"
     config.write_text("lyra_world:\n  ros__parameters:\n    world_source: auto\n")
-    args = ros_args_with_config(["lyra-world", "--config", str(config), "--ros-args", "-p",
-                                 "world_source:=depth"])  # fmt: skip
+    args = ros_args_with_config(
+        ["lyra-world", "--config", str(config), "--ros-args", "-p", "world_source:=depth"]
+    )
     assert args[0] == "lyra-world"
     assert args.index("--params-file") < args.index("world_source:=depth")
     # rclpy parses them as ROS arguments: the later -p wins over the file.

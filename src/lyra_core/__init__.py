@@ -5,16 +5,18 @@ camera-to-world 4x4 matrices in the OpenCV camera convention (x right, y down, z
 intrinsics follow OpenCV (the centre of pixel (u, v) is at integer coordinates (u, v)).
 """
 
-from .cameras import Cameras, Intrinsics, look_at, plucker_rays
-from .gaussians import Gaussians
-from .ply import PlyFormatError, read_ply, write_ply
-from .rendering import RenderOutput, available_backends, render
-from .trajectories import (
+from lyra_core.geometry.cameras import Cameras, Intrinsics, plucker_rays
+from lyra_core.geometry.trajectories import (
     LYRA_TRAJECTORY_NAMES,
     lyra_trajectories,
     lyra_trajectory,
     waypoint_trajectory,
 )
+from lyra_core.geometry.transforms import look_at
+from lyra_core.rendering import RenderOutput, available_backends, render
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.ply import read_ply, write_ply
+from lyra_core.utils.errors import LyraError, PlyFormatError
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ __all__ = [
     "Cameras",
     "Gaussians",
     "Intrinsics",
+    "LyraError",
     "PlyFormatError",
     "RenderOutput",
     "available_backends",

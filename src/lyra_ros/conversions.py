@@ -10,7 +10,7 @@ Conventions:
 * Depth images follow REP 118: ``32FC1`` is meters, ``16UC1`` (and ``mono16``) millimeters with
   ``0`` meaning invalid. Inside the project invalid depth is ``0.0`` meters.
 * Poses are ``4x4`` rigid transforms (float64 numpy on output); ROS quaternions are
-  ``(x, y, z, w)``. The quaternion maths lives in :mod:`lyra_core.cameras`.
+  ``(x, y, z, w)``. The quaternion maths lives in :mod:`lyra_core.geometry.cameras`.
 * Intrinsics follow OpenCV (pixel centres at integers), which is also the convention of the
   ``K`` matrix of ``sensor_msgs/CameraInfo``.
 
@@ -37,8 +37,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 from torch import Tensor
 
-from lyra_core.cameras import (
-    Intrinsics,
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.transforms import (
     check_rigid,
     pose_from_translation_quaternion,
     translation_quaternion_from_pose,

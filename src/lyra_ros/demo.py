@@ -34,10 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/ros_demo"), help="output folder")
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds before giving up")
     parser.add_argument("--path-seconds", type=float, default=8.0, help="duration of the drive")
-    parser.add_argument("--world-source", choices=("auto", "depth", "lyra"), default="auto",
-                        help="world source of the node (lyra: the Lyra student)")  # fmt: skip
-    parser.add_argument("--lyra-checkpoint", default="",
-                        help="student folder for lyra ('shipped': the packaged one)")  # fmt: skip
+    parser.add_argument(
+        "--world-source",
+        choices=("auto", "depth", "lyra"),
+        default="auto",
+        help="world source of the node (lyra: the Lyra student)",
+    )
+    parser.add_argument(
+        "--lyra-checkpoint",
+        default="",
+        help="student folder for lyra ('shipped': the packaged one)",
+    )
     args = parser.parse_args(argv)
     overrides = ["-p", f"world_source:={args.world_source}"]
     if args.lyra_checkpoint:
@@ -46,11 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     env = isolated_ros_environment()
     os.environ.update(env)
     world = subprocess.Popen(
-        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(config_path("demo.yaml")),
-         "--ros-args", "-r", "image:=camera/image", "-r", "depth:=camera/depth",
-         "-r", "camera_info:=camera/camera_info", *overrides],
+        [
+            sys.executable,
+            "-m",
+            "lyra_ros.world_node",
+            "--config",
+            str(config_path("demo.yaml")),
+            "--ros-args",
+            "-r",
+            "image:=camera/image",
+            "-r",
+            "depth:=camera/depth",
+            "-r",
+            "camera_info:=camera/camera_info",
+            *overrides,
+        ],
         env=env,
-    )  # fmt: skip
+    )
     try:
         import rclpy
 

@@ -24,9 +24,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
-from lyra_core.cameras import Intrinsics, body_pose_to_optical, look_at
-from lyra_core.media import contact_sheet, write_gif, write_mp4, write_png
-from lyra_core.trajectories import waypoint_trajectory
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.trajectories import waypoint_trajectory
+from lyra_core.geometry.transforms import body_pose_to_optical, look_at
+from lyra_core.utils.media import contact_sheet, write_gif, write_mp4, write_png
 from lyra_ros.conversions import (
     depth_to_image,
     image_to_rgb,
@@ -156,8 +157,9 @@ class DemoRobot(Node):
             self.step += 1
         pose = self.path[max(self.step, 0)]
         stamp = self.get_clock().now().to_msg()
-        self.tf_pub.publish(TFMessage(transforms=[transform_msg(WORLD_FRAME, ROBOT_FRAME, pose,
-                                                                stamp)]))  # fmt: skip
+        self.tf_pub.publish(
+            TFMessage(transforms=[transform_msg(WORLD_FRAME, ROBOT_FRAME, pose, stamp)])
+        )
 
     def _on_view(self, msg: Image) -> None:
         if self.world_ready and self.step >= 0:

@@ -710,8 +710,11 @@ class TransformLookup:
         self, target: str, source: str, time: Time | None, timeout: float
     ) -> tuple[np.ndarray, Time]:
         """Lookup in the :class:`TfBuffer`, polling every 10 ms until ``timeout`` seconds."""
-        query = None if time is None or time.nanoseconds == 0 else (
-            self._stamps.to_seconds(time.nanoseconds))  # fmt: skip
+        query = (
+            None
+            if time is None or time.nanoseconds == 0
+            else (self._stamps.to_seconds(time.nanoseconds))
+        )
         deadline = _time.monotonic() + max(timeout, 0.0)
         while True:
             try:

@@ -6,9 +6,9 @@ without DDS.
 Sources:
 
 - ``depth``: every pixel of an RGB-D frame becomes a Gaussian
-  (:func:`lyra_core.rgbd.gaussians_from_rgbd`).
+  (:func:`lyra_core.scene.rgbd.gaussians_from_rgbd`).
 - ``lyra``: the learned Lyra student (image -> 3D cache -> six trajectory latents -> Gaussians,
-  :class:`lyra_core.pipeline.LyraWorldPipeline`) from the checkpoint folder
+  :class:`lyra_core.pipelines.world.LyraWorldPipeline`) from the checkpoint folder
   ``lyra_checkpoint``; ``shipped`` names the tiny student installed with the package
   (:func:`lyra_core.weights.shipped_student_path`). Depth is optional: without it the pipeline
   assumes a fronto-parallel plane at ``lyra_assumed_depth`` meters.
@@ -29,21 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lyra_core.cameras import Intrinsics
-from lyra_core.gaussians import Gaussians
-from lyra_core.pipeline import DEFAULT_ASSUMED_DEPTH, LyraWorldPipeline
-from lyra_core.rgbd import gaussians_from_rgbd
-from lyra_core.student import STUDENT_CONFIG_NAME, CheckpointError
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.pipelines.student import STUDENT_CONFIG_NAME
+from lyra_core.pipelines.world import DEFAULT_ASSUMED_DEPTH, LyraWorldPipeline
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.rgbd import gaussians_from_rgbd
+from lyra_core.utils.errors import CheckpointError, WorldBuildError
 from lyra_core.weights import shipped_student_path
 
 WORLD_SOURCES = ("auto", "depth", "lyra")
 
 SHIPPED_CHECKPOINT = "shipped"
 """``lyra_checkpoint`` value naming the student shipped with the package."""
-
-
-class WorldBuildError(ValueError):
-    """A world could not be built from the given inputs (the message says why)."""
 
 
 @dataclass
@@ -176,8 +173,9 @@ class WorldBuilder:
         source = resolve_source(options, depth_m is not None)
         _check_inputs(rgb, depth_m, world_from_camera)
         if source == "lyra":
-            gaussians, stages = self._build_lyra(rgb, depth_m, intrinsics, world_from_camera,
-                                                 options)  # fmt: skip
+            gaussians, stages = self._build_lyra(
+                rgb, depth_m, intrinsics, world_from_camera, options
+            )
         else:
             gaussians, stages = _build_depth(rgb, depth_m, intrinsics, world_from_camera, options)
         return BuiltWorld(gaussians, source, time.perf_counter() - start, stages)
@@ -194,8 +192,13 @@ class WorldBuilder:
         if depth_m is not None:
             depth_m = np.where(_in_range(depth_m, options), depth_m, np.nan).astype(np.float32)
         try:
-            out = pipeline(rgb, depth_m, intrinsics.matrix(), world_from_camera,
-                           assumed_depth=options.lyra_assumed_depth)  # fmt: skip
+            out = pipeline(
+                rgb,
+                depth_m,
+                intrinsics.matrix(),
+                world_from_camera,
+                assumed_depth=options.lyra_assumed_depth,
+            )
         except ValueError as err:
             raise WorldBuildError(f"lyra: {err}") from err
         if len(out.gaussians) == 0:
@@ -255,8 +258,9 @@ def _build_depth(
 def _in_range(depth_m: np.ndarray, options: BuildOptions) -> np.ndarray:
     """(H, W) bool: finite depths in [min_depth, max_depth] (max_depth <= 0: no limit)."""
     with np.errstate(invalid="ignore"):
-        return (np.isfinite(depth_m) & (depth_m >= options.min_depth)
-                & (depth_m <= _max_depth(options)))  # fmt: skip
+        return (
+            np.isfinite(depth_m) & (depth_m >= options.min_depth) & (depth_m <= _max_depth(options))
+        )
 
 
 def _max_depth(options: BuildOptions) -> float:

@@ -36,10 +36,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from lyra_core.cameras import Cameras, Intrinsics
-from lyra_core.gaussians import Gaussians
-from lyra_core.ply import read_ply, write_ply
+from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.rendering import render
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.ply import read_ply, write_ply
+from lyra_core.utils.errors import WorldBuildError
 from lyra_ros.config import ros_args_with_config, use_large_data_transport
 from lyra_ros.conversions import (
     camera_info_to_intrinsics,
@@ -56,7 +57,7 @@ from lyra_ros.msg import WorldStatus
 from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
 from lyra_ros.tf_buffer import TfError, TfExtrapolationError, TransformLookup
-from lyra_ros.world_builder import BuildOptions, WorldBuilder, WorldBuildError
+from lyra_ros.world_builder import BuildOptions, WorldBuilder
 
 WARN_PERIOD_S = 5.0
 
@@ -79,8 +80,10 @@ class RenderStats:
 
     def report(self) -> str:
         elapsed = time.monotonic() - self.since
-        text = (f"{self.frames / elapsed:.1f} frames/s, render "
-                f"{1e3 * self.seconds / max(self.frames, 1):.0f} ms/frame")  # fmt: skip
+        text = (
+            f"{self.frames / elapsed:.1f} frames/s, render "
+            f"{1e3 * self.seconds / max(self.frames, 1):.0f} ms/frame"
+        )
         self.frames, self.seconds, self.since = 0, 0.0, time.monotonic()
         return text
 
@@ -212,14 +215,33 @@ class WorldNode(Node):
             declare(prefix + "rate", 10.0, _describe("Render rate, Hz."))
             declare(prefix + "topic", f"{name}/image", _describe("Image topic."))
             declare(prefix + "publish_depth", False, _describe("Also publish 32FC1 depth."))
-            value = {k: self.get_parameter(prefix + k).value for k in (
-                "frame_id", "width", "height", "fx", "fy", "cx", "cy", "fov_deg", "rate", "topic",
-                "publish_depth")}  # fmt: skip
+            value = {
+                k: self.get_parameter(prefix + k).value
+                for k in (
+                    "frame_id",
+                    "width",
+                    "height",
+                    "fx",
+                    "fy",
+                    "cx",
+                    "cy",
+                    "fov_deg",
+                    "rate",
+                    "topic",
+                    "publish_depth",
+                )
+            }
             intrinsics = _camera_intrinsics(value)
             cameras.append(
-                SimCamera(name, value["frame_id"], intrinsics, float(value["rate"]),
-                          value["topic"], bool(value["publish_depth"]))
-            )  # fmt: skip
+                SimCamera(
+                    name,
+                    value["frame_id"],
+                    intrinsics,
+                    float(value["rate"]),
+                    value["topic"],
+                    bool(value["publish_depth"]),
+                )
+            )
         return cameras
 
     @staticmethod
@@ -233,8 +255,11 @@ class WorldNode(Node):
     def _create_interfaces(self) -> None:
         if self.get_parameter("image_transport").value == "compressed":
             self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, SENSOR_QOS,
-            )  # fmt: skip
+                CompressedImage,
+                "image/compressed",
+                self._on_image,
+                SENSOR_QOS,
+            )
         else:
             self.create_subscription(Image, "image", self._on_image, SENSOR_QOS)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
@@ -330,16 +355,22 @@ class WorldNode(Node):
         self, image: Image | CompressedImage, depth: Image | None, info: CameraInfo | None
     ) -> InputFrame:
         try:
-            rgb = compressed_to_rgb(image) if isinstance(image, CompressedImage) else (
-                image_to_rgb(image))  # fmt: skip
+            rgb = (
+                compressed_to_rgb(image)
+                if isinstance(image, CompressedImage)
+                else (image_to_rgb(image))
+            )
             depth_m = image_to_depth_m(depth) if depth is not None else None
         except ValueError as err:
             raise WorldBuildError(f"bad input image: {err}") from err
         intrinsics = self._input_intrinsics(info, rgb.shape[1], rgb.shape[0])
         return InputFrame(
-            rgb, depth_m, intrinsics, image.header.frame_id, rclpy.time.Time.from_msg(
-                image.header.stamp)
-        )  # fmt: skip
+            rgb,
+            depth_m,
+            intrinsics,
+            image.header.frame_id,
+            rclpy.time.Time.from_msg(image.header.stamp),
+        )
 
     def _input_intrinsics(self, info: CameraInfo | None, width: int, height: int) -> Intrinsics:
         if info is not None and info.width > 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .format import (
+from lyra_core.data.format import (
     SPLIT_SEED_RANGES,
     SPLITS,
     ProceduralDataset,

@@ -24,7 +24,7 @@ pixels), ``scene_depth`` (meters: median rendered depth of the input view), ``tr
 (``layout``, ``num_gaussians``, ``background``, ...).
 
 The **3D cache** (GEN3C's conditioning) is the input view unprojected with its rendered depth
-(:func:`lyra_core.rgbd.gaussians_from_rgbd`), rendered from every camera over a black
+(:func:`lyra_core.scene.rgbd.gaussians_from_rgbd`), rendered from every camera over a black
 background; ``cache_mask`` marks the pixels it covers. Frame 0 of every trajectory is the input
 camera, so its ``rgb`` equals the input view and its cache render reproduces it.
 
@@ -57,7 +57,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES
+from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 
 __all__ = [
     "SPLITS",
@@ -361,3 +361,39 @@ class ProceduralDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return load_scene(self.scenes[index], self.trajectory_names).to_dict()
+
+
+@dataclass
+class TargetViews:
+    """Supervision: N views with colour and depth.
+
+    Attributes:
+        rgb: (N, H, W, 3) float in [0, 1].
+        depth: (N, H, W) meters, 0 where unknown.
+        camtoworlds: (N, 4, 4); Ks: (N, 3, 3).
+    """
+
+    rgb: Tensor
+    depth: Tensor
+    camtoworlds: Tensor
+    Ks: Tensor
+
+
+def scene_inputs(sample: SceneSample) -> tuple[Tensor, Tensor, Tensor]:
+    """The student's inputs from a scene: the 3D-cache videos of the six trajectories."""
+    views = list(sample.trajectories.values())
+    videos = torch.stack([v.cache_rgb for v in views]).float() / 255.0
+    return videos, torch.stack([v.camtoworlds for v in views]), torch.stack([v.Ks for v in views])
+
+
+def scene_targets(sample: SceneSample, frames_per_trajectory: int = 1) -> TargetViews:
+    """Supervision from a scene: the last ``frames_per_trajectory`` frames of every trajectory
+    (what the cache cannot show) and all held-out views."""
+    sets = [v for v in sample.trajectories.values()]
+    pick = slice(-frames_per_trajectory, None)
+    rgb = [v.rgb[pick] for v in sets] + [sample.heldout.rgb]
+    depth = [v.depth[pick] for v in sets] + [sample.heldout.depth]
+    poses = [v.camtoworlds[pick] for v in sets] + [sample.heldout.camtoworlds]
+    Ks = [v.Ks[pick] for v in sets] + [sample.heldout.Ks]
+    return TargetViews(torch.cat(rgb).float() / 255.0, torch.cat(depth), torch.cat(poses),
+                       torch.cat(Ks))

@@ -7,17 +7,17 @@ A scene sample, fully determined by its seed and a :class:`GeneratorConfig`:
    background, 3 - 10 "buildings", 1 - 5 trees, 0 - 3 boulders). Sizes, positions, yaw,
    colours and textures (solid, checker, stripes, waves) are random per seed. World z-up,
    meters. :func:`layout_gaussians` covers its surfaces with flat surface Gaussians like
-   :func:`lyra_core.scenes.procedural_room` (whose output is unchanged).
+   :func:`lyra_core.scene.procedural_room.procedural_room` (whose output is unchanged).
 2. **Input camera**: a random free position looking at an object (or a random point), world
    up ``+z``; ``scene_depth`` is the median rendered depth of the input view over pixels with
    alpha > 0.5. Poses are re-drawn until the view is mostly covered and every camera of the
    trajectories and held-out set stays inside the layout and out of the objects.
-3. **Six Lyra trajectories** (:func:`lyra_core.trajectories.lyra_trajectories`, seeded by the
+3. **Six Lyra trajectories** (:func:`lyra_core.geometry.trajectories.lyra_trajectories`, seeded by the
    scene seed) from the input camera, ``num_frames`` each; frame 0 is the input camera.
 4. **Renders** of every camera: RGB (uint8), depth (float32 meters, 0 where alpha <= 0.5), and
    the **3D cache** render: the input view unprojected with its depth
-   (:func:`lyra_core.cache.cache_gaussians`) rendered over black
-   (:func:`lyra_core.cache.render_cache`, shared with the inference pipeline), with the mask
+   (:func:`lyra_core.pipelines.cache3d.cache_gaussians`) rendered over black
+   (:func:`lyra_core.pipelines.cache3d.render_cache`, shared with the inference pipeline), with the mask
    ``alpha > 0.5`` -- what GEN3C conditions on.
 5. **Held-out cameras**: ``num_heldout`` random poses near the input camera (offsets up to
    ~0.3 scene depths, look-at point jittered), rendered the same way, for evaluation.
@@ -46,8 +46,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from lyra_core.cache import Renders, cache_gaussians, render_cache, render_views
-from lyra_core.cameras import Intrinsics, look_at
+from lyra_core.pipelines.cache3d import Renders, cache_gaussians, render_cache, render_views
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.geometry.transforms import look_at
 from lyra_core.data.format import (
     SceneSample,
     ViewSet,
@@ -57,9 +58,9 @@ from lyra_core.data.format import (
     split_seeds,
     write_scene,
 )
-from lyra_core.gaussians import Gaussians
-from lyra_core.scenes import Surface, checker, plane, sphere, surface_gaussians
-from lyra_core.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.procedural_room import Surface, checker, plane, sphere, surface_gaussians
+from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -145,7 +146,7 @@ class Layout:
 
     Attributes:
         kind: ``"room"`` or ``"outdoor"``.
-        surfaces: sampled surfaces (see :class:`lyra_core.scenes.Surface`).
+        surfaces: sampled surfaces (see :class:`lyra_core.scene.procedural_room.Surface`).
         boxes: ``(cx, cy, radius, z_min, z_max)`` bounding cylinders of boxes, meters.
         spheres: ``(cx, cy, cz, radius)`` of spheres, meters.
         bounds: (2, 3) min / max corner of the space cameras may occupy, meters.
@@ -172,7 +173,7 @@ class Layout:
         self.boxes.append((center[0], center[1], radius, center[2], center[2] + size[2]))
 
     def add_sphere(self, center: Sequence[float], radius: float, color: np.ndarray) -> None:
-        """Add a banded sphere (see :func:`lyra_core.scenes.sphere`)."""
+        """Add a banded sphere (see :func:`lyra_core.scene.procedural_room.sphere`)."""
         self.surfaces.append(sphere(center, radius, color))
         self.spheres.append((center[0], center[1], center[2], radius))
 
@@ -314,7 +315,7 @@ def random_layout(rng: np.random.Generator, kind: str | None = None) -> Layout:
 
 def layout_gaussians(layout: Layout, num_gaussians: int, rng: np.random.Generator) -> Gaussians:
     """Cover the layout's surfaces with ``num_gaussians`` flat discs, as in
-    :func:`lyra_core.scenes.procedural_room` (:func:`lyra_core.scenes.surface_gaussians`)."""
+    :func:`lyra_core.scene.procedural_room.procedural_room` (:func:`lyra_core.scene.procedural_room.surface_gaussians`)."""
     return surface_gaussians(layout.surfaces, num_gaussians, rng)
 
 
@@ -389,7 +390,7 @@ def _view_set(
 ) -> ViewSet:
     """Scene and 3D-cache renders of (N, 4, 4) float32 poses as a :class:`ViewSet`."""
     scene = render_views(gaussians, camtoworlds, intrinsics, background, config.device,
-                         config.batch_size)  # fmt: skip
+                         config.batch_size)
     cached = render_cache(cache, camtoworlds, intrinsics, config.device, config.batch_size)
     Ks = intrinsics.matrix(torch.float32).expand(len(camtoworlds), 3, 3).clone()
     return ViewSet(
@@ -432,7 +433,7 @@ def _try_input_view(
     """Render one candidate input pose and derive its trajectories; None if nearly empty."""
     pose32 = pose.to(torch.float32)
     view = render_views(gaussians, pose32[None], config.intrinsics(), layout.background,
-                        config.device, config.batch_size)  # fmt: skip
+                        config.device, config.batch_size)
     valid = view.mask[0]
     fraction = float(valid.float().mean())
     if fraction < 0.05:

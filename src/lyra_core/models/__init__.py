@@ -1,6 +1,6 @@
 """Lyra model layers (pure PyTorch, optional fused kernels): the Mamba-2 decoder layers."""
 
-from .mamba2 import (
+from lyra_core.models.mamba2 import (
     BidirectionalMamba2,
     GatedRMSNorm,
     Mamba2,

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 from torch import Tensor, nn
 
-from .._checkpoint import check_state_dict, write_folder_atomically
-from ..cameras import plucker_rays
-from ..gaussians import SH_C0, Gaussians
-from .mamba2 import Mamba2Block
+from lyra_core.geometry.cameras import plucker_rays
+from lyra_core.models.mamba2 import Mamba2Block
+from lyra_core.models.modeling_utils import check_state_dict, write_folder_atomically
+from lyra_core.utils.errors import CheckpointError
+from lyra_core.scene.gaussians import SH_C0, Gaussians
 
 RAW_CHANNELS = 12  # distance 1, rgb 3, scale 3, rotation 4, opacity 1
 CONFIG_NAME = "config.json"
@@ -82,8 +83,9 @@ class LyraDecoderConfig:
     @classmethod
     def tiny(cls) -> LyraDecoderConfig:
         """A small decoder for tests and CPU training."""
-        return cls(width=64, num_layers=4, num_heads=4, transformer_layers=(1, 3), d_state=16,
-                   head_dim=16)  # fmt: skip
+        return cls(
+            width=64, num_layers=4, num_heads=4, transformer_layers=(1, 3), d_state=16, head_dim=16
+        )
 
     @property
     def pixels_per_token(self) -> int:
@@ -124,8 +126,9 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, width: int, patch: int, norm: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Conv3d(in_channels, width, kernel_size=(1, patch, patch),
-                              stride=(1, patch, patch))  # fmt: skip
+        self.proj = nn.Conv3d(
+            in_channels, width, kernel_size=(1, patch, patch), stride=(1, patch, patch)
+        )
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -194,15 +197,18 @@ class LyraDecoder(nn.Module):
         nn.init.zeros_(self.plucker_embed.proj.weight)
         nn.init.zeros_(self.plucker_embed.proj.bias)
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.width, c.num_heads, c.mlp_ratio) if i in c.transformer_layers
-            else Mamba2Block(c.width, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand,
-                             head_dim=c.head_dim)
+            TransformerBlock(c.width, c.num_heads, c.mlp_ratio)
+            if i in c.transformer_layers
+            else Mamba2Block(
+                c.width, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, head_dim=c.head_dim
+            )
             for i in range(c.num_layers)
-        )  # fmt: skip
+        )
         self.norm = nn.LayerNorm(c.width)
         p = c.pixels_per_token
-        self.head = nn.ConvTranspose3d(c.width, RAW_CHANNELS, kernel_size=(1, p, p),
-                                       stride=(1, p, p))  # fmt: skip
+        self.head = nn.ConvTranspose3d(
+            c.width, RAW_CHANNELS, kernel_size=(1, p, p), stride=(1, p, p)
+        )
 
     def forward(self, latents: Tensor, camtoworlds: Tensor, Ks: Tensor) -> DecoderOutput:
         """Decode.
@@ -234,11 +240,11 @@ class LyraDecoder(nn.Module):
         x = tokens.reshape(batch, views * per_view, c.width)  # one sequence over all views
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x).reshape(batch * views, frames, h // c.patch_size, w // c.patch_size,
-                                 c.width)  # fmt: skip
+        x = self.norm(x).reshape(
+            batch * views, frames, h // c.patch_size, w // c.patch_size, c.width
+        )
         raw = self.head(x.permute(0, 4, 1, 2, 3))  # (B V, 12, T', H, W)
-        raw = raw.permute(0, 2, 3, 4, 1).reshape(batch, views, frames, height, width,
-                                                 RAW_CHANNELS)  # fmt: skip
+        raw = raw.permute(0, 2, 3, 4, 1).reshape(batch, views, frames, height, width, RAW_CHANNELS)
         rays = plucker_rays(camtoworlds, Ks, width, height)  # (B, V, T', H, W, 6)
         return self._activate(raw, rays[..., 3:], camtoworlds[..., None, None, :3, 3])
 
@@ -291,7 +297,7 @@ class LyraDecoder(nn.Module):
         try:
             state = load_file(str(folder / WEIGHTS_NAME), device=str(device or "cpu"))
         except SafetensorError as err:
-            raise ValueError(f"{folder / WEIGHTS_NAME}: unreadable weights ({err})") from err
+            raise CheckpointError(f"{folder / WEIGHTS_NAME}: unreadable weights ({err})") from err
         check_state_dict(model, {k: v.shape for k, v in state.items()}, folder)
         model.load_state_dict(state)
         return model.to(device) if device is not None else model
@@ -302,5 +308,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["DecoderOutput", "LyraDecoder", "LyraDecoderConfig", "TransformerBlock",
-           "count_parameters"]  # fmt: skip
+__all__ = [
+    "DecoderOutput",
+    "LyraDecoder",
+    "LyraDecoderConfig",
+    "TransformerBlock",
+    "count_parameters",
+]

@@ -35,10 +35,12 @@ class VideoVAE(nn.Module):
         self.spatial_factor = int(getattr(config, "spatial_compression_ratio", 8))
         self.latent_channels = int(config.latent_channels)
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        self.register_buffer("latents_mean", _stats(mean, 0.0, self.latent_channels),
-                             persistent=False)  # fmt: skip
-        self.register_buffer("latents_std", _stats(std, 1.0, self.latent_channels),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "latents_mean", _stats(mean, 0.0, self.latent_channels), persistent=False
+        )
+        self.register_buffer(
+            "latents_std", _stats(std, 1.0, self.latent_channels), persistent=False
+        )
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], **kwargs) -> VideoVAE:

@@ -1,6 +1,7 @@
 """Model weights shipped inside the package.
 
-``student_tiny/``: the tiny Lyra student trained on CPU (a :class:`lyra_core.student.LyraStudent`
+``student_tiny/``: the tiny Lyra student trained on CPU (a
+:class:`lyra_core.pipelines.student.LyraStudent`
 checkpoint folder: ``student.json``, ``vae/``, ``decoder/``). It is installed with the package
 (setup.py ``package_data``; colcon installs the whole package folder); :func:`shipped_student_path`
 returns None for an install without it. How it was trained and how it compares: README,
@@ -19,7 +20,7 @@ def shipped_student_path() -> Path | None:
     """Folder of the shipped tiny student, or None when this install has none (no student.json).
 
     Only the presence of ``student.json`` is checked; loading validates the rest
-    (:meth:`lyra_core.student.LyraStudent.from_pretrained`).
+    (:meth:`lyra_core.pipelines.student.LyraStudent.from_pretrained`).
     """
     folder = Path(__file__).resolve().parent / SHIPPED_STUDENT
     return folder if (folder / "student.json").is_file() else None

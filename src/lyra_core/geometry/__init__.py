@@ -1,0 +1,1 @@
+"""Geometry: pinhole cameras, rigid transforms and quaternions, camera trajectories."""

@@ -1,0 +1,1 @@
+"""Rasteriser backends behind :func:`lyra_core.rendering.render`."""

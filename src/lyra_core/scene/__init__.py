@@ -1,0 +1,1 @@
+"""Gaussian scenes: the 3DGS parameterisation, PLY files, RGB-D unprojection, procedural rooms."""

@@ -1,0 +1,390 @@
+"""A scene of 3D (or 4D) Gaussian splats in the raw parameterisation of 3DGS.
+
+The fields are stored exactly as 3DGS, gsplat's trainer and the standard splat PLY
+format store them (log scales, opacity logits, SH coefficients), so that a PLY round trip
+is bit-exact. The activated values (scales, opacities, RGB colours) are properties.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lyra_core.utils.checks import check_finite, check_shape
+
+__all__ = ["MAX_SH_DEGREE", "OPACITY_EPS", "SH_C0", "Gaussians", "num_sh_coeffs"]
+
+SH_C0 = 0.28209479177387814
+"""Zeroth-order real spherical-harmonic constant, ``1 / (2 * sqrt(pi))``."""
+
+OPACITY_EPS = 1e-6
+"""``from_activated`` clamps opacities to ``[OPACITY_EPS, 1 - OPACITY_EPS]`` before the logit."""
+
+MAX_SH_DEGREE = 3
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
+
+Index = int | slice | Tensor | Sequence[int]
+BoxCorner = Tensor | Sequence[float]
+
+
+def num_sh_coeffs(degree: int) -> int:
+    """Number of SH coefficients per colour channel for ``degree``: ``(degree + 1) ** 2``."""
+    return (degree + 1) ** 2
+
+
+def _check_sh_degree(name: str, degree: int) -> None:
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 0 <= degree <= MAX_SH_DEGREE:
+        raise ValueError(f"{name} must be an int in [0, {MAX_SH_DEGREE}], got {degree!r}")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype to compute activations in: at least float32, so half inputs do not overflow."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+@dataclass(eq=False, repr=False)
+class Gaussians:
+    """A set of ``N`` Gaussians in the raw (pre-activation) parameterisation.
+
+    All tensors share one device and one floating dtype (float32, float64, bfloat16 or
+    float16). Construction only checks shapes, devices and dtypes; call :meth:`validate`
+    to check for NaN/inf (renderers and writers do).
+
+    Attributes:
+        means: ``(N, 3)`` world positions, meters.
+        quats: ``(N, 4)`` rotations as ``(w, x, y, z)`` quaternions (gsplat order); they need
+            not be normalised.
+        log_scales: ``(N, 3)`` natural log of the per-axis standard deviations (meters).
+        opacity_logits: ``(N,)`` logit of the opacity in ``(0, 1)``.
+        sh: ``(N, K, 3)`` spherical-harmonic colour coefficients with ``K = (degree + 1)**2``
+            and ``degree <= 3``; ``sh[:, 0]`` is the DC term, ``rgb = 0.5 + SH_C0 * sh[:, 0]``.
+        times: optional ``(N,)`` per-Gaussian time for 4D worlds, seconds.
+    """
+
+    means: Tensor
+    quats: Tensor
+    log_scales: Tensor
+    opacity_logits: Tensor
+    sh: Tensor
+    times: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) and not (name == "times" and value is None):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        check_shape("means", self.means, (None, 3))
+        n = self.means.shape[0]
+        check_shape("quats", self.quats, (n, 4))
+        check_shape("log_scales", self.log_scales, (n, 3))
+        check_shape("opacity_logits", self.opacity_logits, (n,))
+        check_shape("sh", self.sh, (n, None, 3))
+        k = self.sh.shape[1]
+        if k not in [num_sh_coeffs(d) for d in range(MAX_SH_DEGREE + 1)]:
+            raise ValueError(
+                "sh must have K = (degree + 1)**2 coefficients with degree <= "
+                f"{MAX_SH_DEGREE} (K in 1, 4, 9, 16), got K={k}"
+            )
+        if self.times is not None:
+            check_shape("times", self.times, (n,))
+        if self.means.dtype not in _FLOAT_DTYPES:
+            raise ValueError(
+                f"means must have a floating dtype in {_FLOAT_DTYPES}, got {self.means.dtype}"
+            )
+        for name, value in self._tensors().items():
+            if value.dtype != self.means.dtype:
+                raise ValueError(
+                    f"{name} has dtype {value.dtype}, expected {self.means.dtype} like means"
+                )
+            if value.device != self.means.device:
+                raise ValueError(
+                    f"{name} is on device {value.device}, expected {self.means.device} like means"
+                )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tensors(self) -> dict[str, Tensor]:
+        """The non-``None`` tensor fields by name, in declaration order."""
+        out = {name: getattr(self, name) for name in _FIELDS}
+        return {name: value for name, value in out.items() if value is not None}
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Gaussians:
+        """A new scene with ``fn`` applied to every tensor field."""
+        return type(self)(**{name: fn(value) for name, value in self._tensors().items()})
+
+    # ------------------------------------------------------------------ checks
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that holds NaN or inf.
+
+        Also rejects quaternions whose four components are all zero (zero norm), which
+        cannot be normalised into a rotation.
+        """
+        for name, value in self._tensors().items():
+            check_finite(name, value)
+            if name == "quats" and value.numel():
+                zero = ~(value != 0).any(dim=-1)
+                if bool(zero.any()):
+                    raise ValueError(
+                        f"quats contains {int(zero.sum())} zero-norm quaternion(s); "
+                        "every rotation needs a non-zero (w, x, y, z)"
+                    )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def num_gaussians(self) -> int:
+        """Number of Gaussians ``N``."""
+        return self.means.shape[0]
+
+    def __len__(self) -> int:
+        return self.num_gaussians
+
+    @property
+    def sh_degree(self) -> int:
+        """SH degree ``d`` in ``[0, 3]``, from ``K = (d + 1)**2``."""
+        return math.isqrt(self.sh.shape[1]) - 1
+
+    @property
+    def scales(self) -> Tensor:
+        """``(N, 3)`` per-axis standard deviations, meters (``exp(log_scales)``)."""
+        return self.log_scales.exp()
+
+    @property
+    def opacities(self) -> Tensor:
+        """``(N,)`` opacities in ``[0, 1]`` (``sigmoid(opacity_logits)``)."""
+        return torch.sigmoid(self.opacity_logits)
+
+    @property
+    def colors(self) -> Tensor:
+        """``(N, 3)`` view-independent RGB ``0.5 + SH_C0 * sh[:, 0]``, not clamped."""
+        return 0.5 + SH_C0 * self.sh[:, 0]
+
+    @property
+    def device(self) -> torch.device:
+        """Device of all tensors."""
+        return self.means.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of all tensors."""
+        return self.means.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tensor elements (``numel * element_size`` summed over fields).
+
+        Views count their logical size, not the size of the storage they share.
+        """
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_activated(
+        cls,
+        means: Tensor,
+        quats: Tensor,
+        scales: Tensor,
+        opacities: Tensor,
+        colors: Tensor,
+        times: Tensor | None = None,
+    ) -> Gaussians:
+        """Build a scene from activated values.
+
+        Args:
+            means: ``(N, 3)`` world positions, meters.
+            quats: ``(N, 4)`` ``(w, x, y, z)`` rotations, stored as given.
+            scales: ``(N, 3)`` standard deviations, meters; every value must be ``> 0``.
+            opacities: ``(N,)`` (or ``(N, 1)``) opacities in ``[0, 1]``; clamped to
+                ``[OPACITY_EPS, 1 - OPACITY_EPS]`` (``OPACITY_EPS = 1e-6``) so the logit
+                stays finite.
+            colors: ``(N, 3)`` RGB in ``[0, 1]`` (stored as the SH DC term, degree 0) or
+                ``(N, K, 3)`` SH coefficients stored as given.
+            times: optional ``(N,)`` per-Gaussian time, seconds.
+
+        Raises:
+            ValueError: on bad shapes or non-positive scales.
+        """
+        check_shape("scales", scales, (None, 3))
+        if not bool((scales > 0).all()):
+            raise ValueError("scales must be > 0 (and not NaN) to take their log")
+        if opacities.dim() == 2 and opacities.shape[1] == 1:
+            opacities = opacities[:, 0]
+        check_shape("opacities", opacities, (None,))
+        work = _compute_dtype(opacities.dtype)
+        eps = OPACITY_EPS
+        opacity_logits = torch.logit(opacities.to(work).clamp(eps, 1.0 - eps))
+        if colors.dim() == 2:
+            check_shape("colors", colors, (None, 3))
+            sh = ((colors.to(_compute_dtype(colors.dtype)) - 0.5) / SH_C0)[:, None, :]
+        elif colors.dim() == 3:
+            sh = colors
+        else:
+            raise ValueError(
+                f"colors must have shape (N, 3) or (N, K, 3), got {tuple(colors.shape)}"
+            )
+        return cls(
+            means=means,
+            quats=quats,
+            log_scales=scales.log(),
+            opacity_logits=opacity_logits.to(opacities.dtype),
+            sh=sh.to(colors.dtype),
+            times=times,
+        )
+
+    @classmethod
+    def empty(
+        cls,
+        sh_degree: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        with_times: bool = False,
+    ) -> Gaussians:
+        """A scene with ``N = 0`` Gaussians of the given SH degree, device and dtype."""
+        _check_sh_degree("sh_degree", sh_degree)
+
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        return cls(
+            means=zeros(0, 3),
+            quats=zeros(0, 4),
+            log_scales=zeros(0, 3),
+            opacity_logits=zeros(0),
+            sh=zeros(0, num_sh_coeffs(sh_degree), 3),
+            times=zeros(0) if with_times else None,
+        )
+
+    @classmethod
+    def cat(cls, scenes: Sequence[Gaussians]) -> Gaussians:
+        """Concatenate scenes along ``N``.
+
+        Scenes of lower SH degree are zero-padded to the highest degree. All scenes must
+        share device and dtype, and either all or none must have ``times``.
+
+        Raises:
+            ValueError: for an empty sequence, mixed ``times``, or mixed device/dtype.
+        """
+        scenes = list(scenes)
+        if not scenes:
+            raise ValueError("scenes must hold at least one Gaussians to concatenate")
+        first = scenes[0]
+        has_times = [s.times is not None for s in scenes]
+        if any(has_times) and not all(has_times):
+            raise ValueError("times must be set on all scenes or on none of them")
+        for i, scene in enumerate(scenes):
+            if scene.device != first.device or scene.dtype != first.dtype:
+                raise ValueError(
+                    f"all scenes must share dtype and device: scenes[{i}] is {scene.dtype} on "
+                    f"{scene.device}, scenes[0] is {first.dtype} on {first.device}"
+                )
+        degree = max(s.sh_degree for s in scenes)
+        scenes = [s.with_sh_degree(degree) for s in scenes]
+        fields = first._tensors().keys()
+        return cls(**{name: torch.cat([getattr(s, name) for s in scenes]) for name in fields})
+
+    # ------------------------------------------------------------------ transforms
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Gaussians:
+        """A copy on ``device`` and/or in floating ``dtype`` (``None`` keeps the current one)."""
+        if dtype is not None and dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype}")
+        return self._map(lambda t: t.to(device=device, dtype=dtype))
+
+    def detach(self) -> Gaussians:
+        """A scene whose tensors are detached from the autograd graph (shared storage)."""
+        return self._map(Tensor.detach)
+
+    def clone(self) -> Gaussians:
+        """A deep copy with its own storage."""
+        return self._map(Tensor.clone)
+
+    def __getitem__(self, index: Index) -> Gaussians:
+        """Select Gaussians; always returns a :class:`Gaussians`.
+
+        Args:
+            index: a slice, a ``(N,)`` bool mask, a 1-D integer tensor or sequence of indices,
+                or an ``int`` (selects one Gaussian and keeps the leading dimension, ``N = 1``).
+        """
+        if isinstance(index, int) and not isinstance(index, bool):
+            n = self.num_gaussians
+            if not -n <= index < n:
+                raise IndexError(f"index {index} is out of range for {n} Gaussians")
+            index = slice(index, index + 1 or None)
+        elif not isinstance(index, slice):
+            index = torch.as_tensor(index, device=self.device)
+            if index.numel() == 0 and index.dtype != torch.bool:
+                index = index.long()  # e.g. [] becomes an empty float tensor
+            if index.dtype == torch.bool:
+                if index.shape != (self.num_gaussians,):
+                    raise IndexError(
+                        f"bool mask must have shape ({self.num_gaussians},), "
+                        f"got {tuple(index.shape)}"
+                    )
+            elif index.dim() != 1 or index.is_floating_point() or index.is_complex():
+                raise IndexError(
+                    "index must be an int, a slice, a (N,) bool mask or a 1-D integer index, "
+                    f"got a {index.dtype} tensor of shape {tuple(index.shape)}"
+                )
+        return self._map(lambda t: t[index])
+
+    def prune_by_opacity(self, ratio: float) -> Gaussians:
+        """Drop the least opaque fraction ``ratio`` of the Gaussians.
+
+        Keeps the ``round((1 - ratio) * N)`` most opaque Gaussians (Lyra prunes with
+        ``ratio = 0.8``), in their original order. Ties are broken towards lower indices.
+        Ranking uses the logits, which is monotonic in opacity and does not saturate.
+        Does not call :meth:`validate`; NaN logits would rank as most opaque.
+
+        Raises:
+            ValueError: unless ``0 <= ratio < 1``.
+        """
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
+            raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+        keep = round((1.0 - ratio) * self.num_gaussians)
+        order = torch.sort(self.opacity_logits, descending=True, stable=True).indices
+        kept = torch.sort(order[:keep]).values
+        return self[kept]
+
+    def crop(self, box_min: BoxCorner, box_max: BoxCorner) -> Gaussians:
+        """Keep the Gaussians whose means lie in the axis-aligned box (bounds inclusive).
+
+        Args:
+            box_min: ``(3,)`` lower corner, meters.
+            box_max: ``(3,)`` upper corner, meters; must be ``>= box_min``.
+        """
+        lo = torch.as_tensor(box_min, device=self.device)
+        hi = torch.as_tensor(box_max, device=self.device)
+        check_shape("box_min", lo, (3,))
+        check_shape("box_max", hi, (3,))
+        if not bool((lo <= hi).all()):
+            raise ValueError(f"box_min must be <= box_max per axis, got {lo} and {hi}")
+        inside = ((self.means >= lo) & (self.means <= hi)).all(dim=-1)
+        return self[inside]
+
+    def with_sh_degree(self, degree: int) -> Gaussians:
+        """A scene whose SH is truncated or zero-padded to ``degree`` (other fields shared)."""
+        _check_sh_degree("degree", degree)
+        k = num_sh_coeffs(degree)
+        sh = self.sh[:, :k]
+        if k > sh.shape[1]:
+            pad = sh.new_zeros(sh.shape[0], k - sh.shape[1], 3)
+            sh = torch.cat([sh, pad], dim=1)
+        fields = self._tensors()
+        fields["sh"] = sh
+        return type(self)(**fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"Gaussians(num_gaussians={self.num_gaussians}, sh_degree={self.sh_degree}, "
+            f"times={self.times is not None}, dtype={self.dtype}, device={self.device})"
+        )

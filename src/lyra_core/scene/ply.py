@@ -1,0 +1,291 @@
+"""Read and write :class:`~lyra_core.scene.gaussians.Gaussians` as standard 3DGS PLY files.
+
+The layout is the one written by the graphdeco 3DGS code and gsplat, which common splat
+viewers open: ``binary_little_endian 1.0``, one ``vertex`` element with float32 properties
+
+``x y z nx ny nz f_dc_0..2 f_rest_0..f_rest_{3(K-1)-1} opacity scale_0..2 rot_0..3 [time]``
+
+holding the raw parameters: ``opacity`` is the logit, ``scale_i`` the log scale, ``rot`` the
+``(w, x, y, z)`` quaternion, ``f_dc`` the DC SH term and ``f_rest`` the higher SH terms in
+channel-major order (all red coefficients, then green, then blue). Normals are written as 0
+and ignored on read. The optional trailing ``time`` property holds per-Gaussian time (4D).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
+from torch import Tensor
+
+from lyra_core.scene.gaussians import MAX_SH_DEGREE, Gaussians, num_sh_coeffs
+from lyra_core.utils.errors import PlyFormatError
+
+__all__ = ["PlyFormatError", "read_ply", "write_ply"]
+
+StrPath = str | os.PathLike[str]
+
+_VERTEX = "vertex"
+_NORMALS = ("nx", "ny", "nz")
+_TIME = "time"
+# Parameters without f_rest, in file order; f_rest_* go between f_dc_2 and opacity.
+_HEAD = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2")
+_TAIL = ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+_REST_PREFIX = "f_rest_"
+# Number of f_rest_* properties -> SH degree: 3 * ((d + 1)**2 - 1).
+_DEGREE_BY_REST_COUNT = {3 * (num_sh_coeffs(d) - 1): d for d in range(MAX_SH_DEGREE + 1)}
+# What plyfile and numpy raise on malformed input; wrapped into PlyFormatError.
+_PARSE_ERRORS = (
+    PlyParseError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    EOFError,
+    OverflowError,
+    struct.error,
+)
+
+
+def _rest_names(sh_degree: int) -> list[str]:
+    return [f"{_REST_PREFIX}{i}" for i in range(3 * (num_sh_coeffs(sh_degree) - 1))]
+
+
+def _property_names(sh_degree: int, with_times: bool) -> list[str]:
+    """All vertex property names written by :func:`write_ply`, in file order."""
+    names = [*_HEAD[:3], *_NORMALS, *_HEAD[3:], *_rest_names(sh_degree), *_TAIL]
+    return [*names, _TIME] if with_times else names
+
+
+def _sh_names(sh_degree: int) -> list[str]:
+    """Property of each element of a ``(K, 3)`` SH block, in row-major order.
+
+    ``sh[k, c]`` is ``f_dc_c`` for ``k = 0`` and ``f_rest_{c * (K - 1) + k - 1}`` otherwise
+    (channel-major ``f_rest``: all red coefficients, then green, then blue).
+    """
+    k = num_sh_coeffs(sh_degree)
+    return [
+        f"f_dc_{c}" if i == 0 else f"{_REST_PREFIX}{c * (k - 1) + i - 1}"
+        for i in range(k)
+        for c in range(3)
+    ]
+
+
+def _field_names(sh_degree: int, with_times: bool) -> dict[str, list[str]]:
+    """Properties of each :class:`Gaussians` field, in the field tensor's memory order."""
+    fields = {
+        "means": list(_HEAD[:3]),
+        "quats": [f"rot_{i}" for i in range(4)],
+        "log_scales": [f"scale_{i}" for i in range(3)],
+        "opacity_logits": ["opacity"],
+        "sh": _sh_names(sh_degree),
+    }
+    if with_times:
+        fields["times"] = [_TIME]
+    return fields
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def _to_cpu_float32(t: Tensor) -> Tensor:
+    """``t`` detached, as float32 on the CPU (from any device and dtype)."""
+    return t.detach().to(device="cpu", dtype=torch.float32)
+
+
+def _vertex_array(gaussians: Gaussians) -> np.ndarray:
+    """``(N,)`` structured little-endian float32 array in the standard 3DGS layout."""
+    g = gaussians
+    n = g.num_gaussians
+    # (N, K-1, 3) -> (N, 3, K-1) -> (N, 3*(K-1)): all R coefficients, then G, then B.
+    rest = g.sh[:, 1:].transpose(1, 2).reshape(n, 3 * (g.sh.shape[1] - 1))
+    normals = g.means.new_zeros(n, len(_NORMALS))
+    blocks = [g.means, normals, g.sh[:, 0], rest, g.opacity_logits[:, None], g.log_scales, g.quats]
+    if g.times is not None:
+        blocks.append(g.times[:, None])
+    table = torch.cat([_to_cpu_float32(b) for b in blocks], dim=1).numpy()
+    names = _property_names(g.sh_degree, g.times is not None)
+    record = np.dtype([(name, "<f4") for name in names])
+    return table.astype("<f4", copy=False).view(record).reshape(n)
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write via a temp file in ``path``'s directory, then ``os.replace`` it onto ``path``.
+
+    The temp file is removed if anything fails, so ``path`` is either untouched or complete.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_ply(path: StrPath, gaussians: Gaussians) -> None:
+    """Write ``gaussians`` to ``path`` as a standard binary 3DGS PLY, atomically.
+
+    Tensors on any device and of any floating dtype are written as float32; float32 scenes
+    round-trip bit-exactly through :func:`read_ply`. The parent directory must exist.
+
+    Raises:
+        ValueError: if ``gaussians.validate()`` fails (NaN/inf, zero quaternions); nothing
+            is written then.
+    """
+    gaussians.validate()
+    path = Path(os.fspath(path))
+    vertex = PlyElement.describe(_vertex_array(gaussians), _VERTEX)
+    ply = PlyData([vertex], text=False, byte_order="<")
+    _write_atomic(path, ply.write)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _sh_degree(path: Path, names: list[str]) -> int:
+    """SH degree from the ``f_rest_*`` property names of the vertex element."""
+    rest = [name for name in names if name.startswith(_REST_PREFIX)]
+    if len(rest) not in _DEGREE_BY_REST_COUNT:
+        expected = ", ".join(str(c) for c in _DEGREE_BY_REST_COUNT)
+        raise PlyFormatError(
+            f"{path}: wrong number of f_rest_* properties: got {len(rest)}, expected one of "
+            f"{expected} (SH degree 0 to {MAX_SH_DEGREE})"
+        )
+    degree = _DEGREE_BY_REST_COUNT[len(rest)]
+    if set(rest) != set(_rest_names(degree)):
+        raise PlyFormatError(
+            f"{path}: f_rest_* properties must be numbered f_rest_0..f_rest_{len(rest) - 1}, "
+            f"got {sorted(rest)}"
+        )
+    return degree
+
+
+def _check_properties(path: Path, vertex: PlyElement) -> tuple[int, bool]:
+    """Check the vertex properties; return ``(sh_degree, has_time)``."""
+    props = {p.name: p for p in vertex.properties}
+    missing = [name for name in (*_HEAD, *_TAIL) if name not in props]
+    if missing:
+        raise PlyFormatError(f"{path}: missing required vertex properties: {', '.join(missing)}")
+    degree = _sh_degree(path, list(props))
+    has_time = _TIME in props
+    used = [name for names in _field_names(degree, has_time).values() for name in names]
+    lists = [name for name in used if isinstance(props[name], PlyListProperty)]
+    if lists:
+        raise PlyFormatError(f"{path}: properties must be scalars, got lists: {', '.join(lists)}")
+    return degree, has_time
+
+
+def _as_float_matrix(data: np.ndarray) -> np.ndarray | None:
+    """``(N, P)`` float32 view of ``data`` if every field is a packed float32, else ``None``.
+
+    Fast path for the usual all-float32 files: one fancy index per field instead of one
+    strided copy per property.
+    """
+    names = data.dtype.names
+    if not names:
+        return None
+    order = data.dtype.fields[names[0]][0].byteorder
+    packed = np.dtype([(name, np.dtype("f4").newbyteorder(order)) for name in names])
+    if data.dtype != packed:
+        return None
+    return data.view(packed[0]).reshape(data.shape[0], len(names))
+
+
+def _gather(
+    path: Path, data: np.ndarray, matrix: np.ndarray | None, names: list[str]
+) -> np.ndarray:
+    """``(N, len(names))`` float32 copy of the named properties; rejects NaN/inf.
+
+    ``matrix`` is ``_as_float_matrix(data)``, passed in to compute it once per file.
+    """
+    if matrix is not None:
+        columns = [data.dtype.names.index(name) for name in names]
+        table = np.take(matrix, columns, axis=1).astype(np.float32, copy=False)
+    else:
+        table = np.empty((data.shape[0], len(names)), dtype=np.float32)
+        for j, name in enumerate(names):
+            table[:, j] = data[name]
+    finite = np.isfinite(table)
+    if not finite.all():
+        bad = (~finite).sum(axis=0)
+        j = int(np.flatnonzero(bad)[0])
+        raise PlyFormatError(
+            f"{path}: property {names[j]!r} holds {int(bad[j])} non-finite value(s) (NaN or inf)"
+        )
+    return table
+
+
+def _describe_parse_error(error: Exception) -> str:
+    """A short reason for a plyfile/numpy parse failure."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not a PLY file: the header is not ASCII text ({error.reason})"
+    if "end-of-file" in str(error):
+        return f"truncated PLY file: {error}"
+    return f"not a readable PLY file: {error}"
+
+
+def _load(path: Path) -> tuple[np.ndarray, int, bool]:
+    """Parse ``path``; return its ``(N,)`` structured vertex data, SH degree and time flag."""
+    try:
+        ply = PlyData.read(os.fspath(path))
+    except FileNotFoundError:
+        raise
+    except _PARSE_ERRORS as e:
+        raise PlyFormatError(f"{path}: {_describe_parse_error(e)}") from e
+    if _VERTEX not in ply:
+        found = ", ".join(repr(e.name) for e in ply.elements) or "none"
+        raise PlyFormatError(f"{path}: no 'vertex' element (elements found: {found})")
+    vertex = ply[_VERTEX]
+    degree, has_time = _check_properties(path, vertex)
+    return vertex.data, degree, has_time
+
+
+def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussians:
+    """Read a 3DGS PLY into a float32 :class:`Gaussians` on ``device`` (default CPU).
+
+    Accepts binary (either endianness) and ASCII files. Unknown properties (normals,
+    colours, ...) and other elements are ignored. Requires ``x y z``, ``f_dc_0..2``,
+    ``opacity``, ``scale_0..2`` and ``rot_0..3``; the SH degree follows from the number of
+    ``f_rest_*`` properties (0, 9, 24 or 45); a ``time`` property fills ``times``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        PlyFormatError: if the file is not a valid 3DGS PLY (bad or truncated header or
+            data, missing vertex element or properties, wrong ``f_rest`` count, NaN/inf).
+    """
+    path = Path(os.fspath(path))
+    data, degree, has_time = _load(path)
+    n = data.shape[0]
+    matrix = _as_float_matrix(data)
+    fields = {}
+    for field, names in _field_names(degree, has_time).items():
+        try:
+            table = _gather(path, data, matrix, names)
+        except PlyFormatError:
+            raise
+        except _PARSE_ERRORS as e:
+            raise PlyFormatError(f"{path}: cannot read {field} as float32: {e}") from e
+        fields[field] = torch.from_numpy(table).to(device)
+    return Gaussians(
+        means=fields["means"],
+        quats=fields["quats"],
+        log_scales=fields["log_scales"],
+        opacity_logits=fields["opacity_logits"].reshape(n),
+        sh=fields["sh"].reshape(n, num_sh_coeffs(degree), 3),
+        times=fields["times"].reshape(n) if has_time else None,
+    )

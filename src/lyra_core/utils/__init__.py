@@ -1,0 +1,1 @@
+"""Utilities below every other layer: argument checks, atomic file writes, images and videos."""
