@@ -7,9 +7,9 @@ with a temporary config: world_source depth, depth_stride 2, one simulated camer
 rendering at 100 Hz, i.e. back to back, since the node drops late frames instead of queueing
 them), on an isolated DDS setup (localhost discovery, a domain of its own, a temporary log
 folder). This process is the robot: it publishes the Middlebury motorcycle RGB-D frame of
-:func:`lyra_ros.demo_robot.motorcycle_frame` (image, depth, camera_info, static tf of the input
+:func:`lyra_ros.demo.demo_robot.motorcycle_frame` (image, depth, camera_info, static tf of the input
 camera) until the node's latched status says READY; then it drives the simulated camera frame
-along :func:`lyra_ros.demo_robot.robot_path` on /tf at ``--tf-rate`` Hz, every pose with a
+along :func:`lyra_ros.demo.demo_robot.robot_path` on /tf at ``--tf-rate`` Hz, every pose with a
 stamp of its own, while it keeps publishing the input image and depth at ``--input-rate`` Hz
 (the load of a live camera), and records the rendered images. A warm-up drive comes first (its
 images are not counted); the measured window lasts ``--seconds``.
@@ -190,7 +190,7 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
     from tf2_msgs.msg import TFMessage
 
     from lyra_ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
-    from lyra_ros.demo_robot import INPUT_FRAME, ROBOT_FRAME, WORLD_FRAME, transform_msg
+    from lyra_ros.demo.demo_robot import INPUT_FRAME, ROBOT_FRAME, WORLD_FRAME, transform_msg
     from lyra_ros.msg import WorldStatus
     from lyra_ros.qos import LATCHED_QOS, TF_STATIC_QOS
 
@@ -274,7 +274,7 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
 
 
 def _start_node(work: Path, width: int, height: int, intrinsics: Intrinsics, device: str):
-    from lyra_ros.demo_robot import ROBOT_FRAME, WORLD_FRAME
+    from lyra_ros.demo.demo_robot import ROBOT_FRAME, WORLD_FRAME
 
     config = work / "world.yaml"
     config.write_text(
@@ -493,7 +493,7 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from lyra_ros.demo_robot import input_camera_pose, motorcycle_frame, robot_path
+    from lyra_ros.demo.demo_robot import input_camera_pose, motorcycle_frame, robot_path
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -539,7 +539,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "default"),
         "fastdds_profile": Path(os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")).name,
         "world": {
-            "frame": "lyra_ros.demo_robot.motorcycle_frame() (Middlebury 2014 motorcycle, "
+            "frame": "lyra_ros.demo.demo_robot.motorcycle_frame() (Middlebury 2014 motorcycle, "
             f"{frame.intrinsics.width}x{frame.intrinsics.height})",
             "source": "depth",
             "depth_stride": DEPTH_STRIDE,
@@ -552,7 +552,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "input_rate_hz_requested": args.input_rate,
             "seconds": args.seconds,
             "warmup_s": args.warmup,
-            "path": "lyra_ros.demo_robot.robot_path over the window",
+            "path": "lyra_ros.demo.demo_robot.robot_path over the window",
         },
         "timing": "latency = receive time - image stamp (= stamp of the tf pose rendered), same "
         "clock, first image per pose published in the window; rate_hz = images received per "

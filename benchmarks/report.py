@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
+from lyra_core.utils.atomic import write_text_atomic
+
 
 def write_report(folder: Path, name: str, report: dict) -> Path:
-    """Write ``report`` to ``folder/name`` (temp file, then rename) and say where."""
+    """Write ``report`` as JSON to ``folder/name`` atomically (:mod:`lyra_core.utils.atomic`)
+    and say where."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_text_atomic(folder / name, json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
     return path
 

@@ -2,15 +2,17 @@
 # Create (or reuse) the project virtualenv and install the pinned dependencies into it.
 #
 #   scripts/setup_env.sh            # core + test tools
-#   LYRA_CUDA=1 scripts/setup_env.sh  # also the CUDA extras (requirements/cuda.txt)
+#   LYRA_CUDA=1 scripts/setup_env.sh  # also the CUDA extras (requirements/cuda.txt: mamba-ssm,
+#                                     # built for this torch; needs nvcc)
 #
 # Environment:
 #   LYRA_VENV             virtualenv folder (default: .venv in the repository)
 #   PYTHON                interpreter that creates it (default: python3, must be 3.11+)
 #   LYRA_TORCH_INDEX_URL  extra pip index for torch, e.g. PyTorch's CPU wheel index, to avoid
 #                         the multi-GB CUDA build on machines without a GPU
-# Re-running is cheap: it installs again only when a requirements file or setup.py changed, and
-# rebuilds the ROS interfaces (msg/, srv/ and tf2_msgs, with CMake) only when they changed.
+# Re-running is cheap: it installs again only when a requirements file, pyproject.toml or
+# setup.py changed, and rebuilds the ROS interfaces (msg/, srv/ and tf2_msgs, with CMake) only
+# when they changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LYRA_VENV:-$root/.venv}"
@@ -25,7 +27,8 @@ fi
 . "$venv/bin/activate"
 
 stamp="$venv/.lyra-setup"
-want="$(cat "$root"/requirements/*.txt "$root/setup.py" | sha256sum | cut -d' ' -f1)-cuda${LYRA_CUDA:-0}"
+want="$(cat "$root"/requirements/*.txt "$root/pyproject.toml" "$root/setup.py" | sha256sum)"
+want="${want%% *}-cuda${LYRA_CUDA:-0}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   # Packages are current; the interfaces rebuild only when msg/ or srv/ changed.
   exec python "$root/scripts/build_ros_interfaces.py"
@@ -42,8 +45,8 @@ echo "[setup] installing requirements/core.txt, dev.txt and ros.txt (ROS 2 from 
 pip install --quiet "$torch_spec" -r "$root/requirements/core.txt" -r "$root/requirements/dev.txt" \
   -r "$root/requirements/ros.txt"
 if [ "${LYRA_CUDA:-0}" = "1" ]; then
-  echo "[setup] installing requirements/cuda.txt"
-  pip install --quiet "$torch_spec" -r "$root/requirements/cuda.txt"
+  echo "[setup] installing requirements/cuda.txt (built against this torch: no build isolation)"
+  pip install --quiet --no-build-isolation "$torch_spec" -r "$root/requirements/cuda.txt"
 fi
 echo "[setup] installing lyra-world (editable: lyra_core, lyra_ros)"
 pip install --quiet --no-deps --no-build-isolation -e "$root"

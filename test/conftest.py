@@ -152,7 +152,7 @@ def tiny_student_checkpoint(tmp_path_factory) -> Path:
 def tiny_dataset(tmp_path_factory) -> Path:
     """A procedural data root with 2 train, 1 val and 2 test scenes (32x32, 9 frames, 2 held-out
     views): big enough for real training steps and evaluation, small enough for seconds."""
-    from lyra_core.data.procedural import GeneratorConfig, write_generated_scene
+    from lyra_core.data.generator import GeneratorConfig, write_generated_scene
 
     config = GeneratorConfig(width=32, height=32, num_frames=9, num_heldout=2, num_gaussians=3000)
     root = tmp_path_factory.mktemp("data")

@@ -21,7 +21,6 @@ from std_msgs.msg import Header
 
 from lyra_core.geometry.cameras import Intrinsics
 from lyra_core.geometry.transforms import pose_from_translation_quaternion
-from lyra_ros import conversions
 from lyra_ros.conversions import (
     SUPPORTED_ENCODINGS,
     camera_info_to_intrinsics,
@@ -40,6 +39,8 @@ from lyra_ros.conversions import (
     rgb_to_compressed,
     transform_to_matrix,
 )
+from lyra_ros.conversions import image as image_conversions
+from lyra_ros.conversions import point_cloud as cloud_conversions
 
 # Layout of each encoding, spelled out independently of the module: (dtype, channels).
 LAYOUTS: dict[str, tuple[type, int]] = {
@@ -738,7 +739,7 @@ class BrokenBridge:
 
 def test_cv_bridge_glue(monkeypatch):
     RecordingBridge.calls = []
-    monkeypatch.setattr(conversions, "CvBridge", RecordingBridge)
+    monkeypatch.setattr(image_conversions, "CvBridge", RecordingBridge)
     pixels = random_pixels("bgr8")
     msg = numpy_to_image(pixels, "bgr8", header())
     assert msg.header.frame_id == "cam"
@@ -756,7 +757,7 @@ def test_cv_bridge_glue(monkeypatch):
 
 @pytest.mark.parametrize("encoding", ["rgb8", "mono16", "32FC1"])
 def test_broken_cv_bridge_falls_back(monkeypatch, encoding):
-    monkeypatch.setattr(conversions, "CvBridge", BrokenBridge)
+    monkeypatch.setattr(image_conversions, "CvBridge", BrokenBridge)
     pixels = random_pixels(encoding)
     msg = numpy_to_image(pixels, encoding)
     np.testing.assert_array_equal(image_to_numpy(msg), pixels)
@@ -800,7 +801,7 @@ class BrokenPointCloud2:
 @pytest.mark.skipif(sys.byteorder != "little", reason="the stand-in writes little-endian")
 def test_point_cloud2_glue(monkeypatch):
     stand_in = StandInPointCloud2()
-    monkeypatch.setattr(conversions, "point_cloud2", stand_in)
+    monkeypatch.setattr(cloud_conversions, "point_cloud2", stand_in)
     points, colors = random_cloud(9)
     msg = pointcloud2_from_points(points, colors, header("world"))
     assert msg.is_dense and msg.header.frame_id == "world"
@@ -811,7 +812,7 @@ def test_point_cloud2_glue(monkeypatch):
 
 
 def test_broken_point_cloud2_falls_back(monkeypatch):
-    monkeypatch.setattr(conversions, "point_cloud2", BrokenPointCloud2())
+    monkeypatch.setattr(cloud_conversions, "point_cloud2", BrokenPointCloud2())
     points, colors = random_cloud(5)
     out_points, out_colors = pointcloud2_to_numpy(pointcloud2_from_points(points, colors))
     np.testing.assert_array_equal(out_points, points)

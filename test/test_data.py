@@ -1,9 +1,12 @@
-"""Procedural multi-trajectory data: generation, on-disk format, splits, dataset and CLI."""
+"""Procedural multi-trajectory data: layouts, generation, on-disk format, splits, dataset and
+`lyra generate`."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lyra_core import cli
 from lyra_core.data import format as data_format
-from lyra_core.data import procedural
+from lyra_core.data import generator, layouts
 from lyra_core.data.format import (
     SPLIT_SEED_RANGES,
     SPLITS,
@@ -26,8 +30,9 @@ from lyra_core.data.format import (
     split_seeds,
     write_scene,
 )
-from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.data.generator import GeneratorConfig, generate_scene
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
+from lyra_core.utils.errors import DataError
 
 TINY = GeneratorConfig(
     width=32, height=24, num_frames=5, num_heldout=2, num_gaussians=4000, batch_size=8
@@ -78,7 +83,7 @@ def test_scene_folder_holds_every_file(tiny):
         assert meta["seed"] == seed and meta["split"] == "train"
         assert (meta["width"], meta["height"], meta["num_frames"]) == (32, 24, 5)
         assert meta["trajectory_names"] == list(LYRA_TRAJECTORY_NAMES)
-        assert meta["generator_version"] == procedural.GENERATOR_VERSION
+        assert meta["generator_version"] == generator.GENERATOR_VERSION
         assert meta["scene_depth"] > 0.3 and set(meta["intrinsics"]) == {"fx", "fy", "cx", "cy"}
         layouts.add(meta["layout"])
     assert layouts == {"room", "outdoor"}
@@ -192,7 +197,7 @@ def test_cli_generates_with_workers_and_skips_existing(tmp_path, capsys):
     args = ["--out", str(out), "--num-scenes", "2", "--split", "val", "--workers", "2"]
     args += ["--frames", "3", "--width", "24", "--height", "16", "--seed-offset", "5"]
     args += ["--gaussians", "1500", "--heldout", "1", "--no-progress"]
-    assert procedural.main(args) == 0
+    assert generator.main(args) == 0
     scenes = list_scenes(out / "val")
     assert [p.name for p in scenes] == ["scene_900005", "scene_900006"]
     assert sorted(p.name for p in (out / "val").iterdir()) == [p.name for p in scenes]
@@ -205,7 +210,90 @@ def test_cli_generates_with_workers_and_skips_existing(tmp_path, capsys):
     assert "generated 2, skipped 0, failed 0" in capsys.readouterr().out
     stamps = [np.load(p / "input" / "depth.npy").sum() for p in scenes]
     mtimes = [(p / "meta.json").stat().st_mtime_ns for p in scenes]
-    assert procedural.main(args) == 0
+    assert generator.main(args) == 0
     assert "generated 0, skipped 2, failed 0" in capsys.readouterr().out
     assert [(p / "meta.json").stat().st_mtime_ns for p in scenes] == mtimes
     assert [np.load(p / "input" / "depth.npy").sum() for p in scenes] == stamps
+
+
+def test_data_package_names_resolve_to_layouts_and_generator():
+    import lyra_core.data as data
+
+    assert data.random_layout is layouts.random_layout
+    assert data.layout_gaussians is layouts.layout_gaussians
+    assert data.LAYOUT_KINDS == layouts.LAYOUT_KINDS == ("room", "outdoor")
+    assert data.generate_scene is generator.generate_scene
+    assert data.GENERATOR_VERSION == generator.GENERATOR_VERSION
+    for name in data.__all__:
+        assert getattr(data, name) is not None, name
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018
+
+
+def test_layouts_draw_free_space_from_the_seed():
+    rng = np.random.default_rng(3)
+    room = layouts.random_layout(rng, "room")
+    assert room.kind == "room" and len(room.boxes) >= 2 and len(room.spheres) >= 1
+    again = layouts.random_layout(np.random.default_rng(3), "room")
+    assert again.boxes == room.boxes and np.array_equal(again.bounds, room.bounds)
+    # A box's own axis is occupied; a point inside the bounds far from every object is free.
+    cx, cy, _, z0, z1 = room.boxes[0]
+    assert not room.is_free(np.array([cx, cy, 0.5 * (z0 + z1)]))[0]
+    assert not room.is_free(room.bounds[1] + 1.0)[0]
+    gaussians = layouts.layout_gaussians(room, 500, np.random.default_rng(0))
+    assert len(gaussians) == 500
+    with pytest.raises(ValueError, match="unknown layout kind"):
+        layouts.random_layout(rng, "cave")
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"num_frames": 1}, "frames >= 2"),
+        ({"width": 0}, "width, height"),
+        ({"fov_y": 3.5}, "fov_y"),
+        ({"movement_scale": 0.0}, "movement_scale"),
+        ({"layout": "cave"}, "layout must be"),
+    ],
+)
+def test_generator_config_rejects_settings_with_a_data_error(fields, match):
+    with pytest.raises(DataError, match=match):
+        GeneratorConfig(**fields)
+
+
+def _stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_generate_cli_fails_in_one_line(tmp_path, capsys):
+    out = tmp_path / "data"
+    base = ["generate", "--out", str(out), "--no-progress", "--workers", "1"]
+    too_far = ["--split", "val", "--num-scenes", "2", "--seed-offset", str(10**9)]
+    assert cli.main([*base, *too_far]) == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("lyra generate: error:") and "val" in lines[0]
+    assert not (out / "val").exists()  # nothing written for a refused request
+    assert cli.main([*base, "--num-scenes", "1", "--fov", "4.0"]) == 2
+    assert len(lines := _stderr_lines(capsys)) == 1 and "fov_y" in lines[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bad_out = ["generate", "--out", str(blocker), "--num-scenes", "1", "--no-progress"]
+    assert cli.main(bad_out) == 2
+    assert len(lines := _stderr_lines(capsys)) == 1 and "cannot create" in lines[0]
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage + error, exit 2
+        cli.main([*base, "--num-scenes", "0"])
+    assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_generate_options_all_have_help():
+    for action in generator.build_parser()._actions:
+        assert action.help, action.option_strings
+
+
+def test_generator_runs_as_a_module():
+    for module in ("lyra_core.data.generator",):
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--num-scenes" in result.stdout and "--movement-scale" in result.stdout

@@ -1,9 +1,9 @@
 """The layers of lyra_core: each folder is one layer and imports only from its own or lower ones.
 
 Order, lowest first: utils, geometry, scene, rendering, models, pipelines, data, evaluation,
-training, cli. ``weights`` holds shipped files and imports nothing of the package; the package's
-``__init__`` re-exports the public API. No module of lyra_core imports lyra_ros (the core runs
-without ROS).
+mapping, training, cli. ``weights`` holds shipped files and imports nothing of the package; the
+package's ``__init__`` re-exports the public API. No module of lyra_core imports lyra_ros (the
+core runs without ROS).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS = (
     "pipelines",
     "data",
     "evaluation",
+    "mapping",
     "training",
     "cli",
 )

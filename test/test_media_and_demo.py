@@ -20,6 +20,7 @@ from lyra_core.utils.media import (
     write_gif,
     write_mp4,
     write_png,
+    write_text,
 )
 
 
@@ -80,6 +81,29 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
         write_gif(target, bad, fps=10)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["clip.gif"]
+
+
+def test_mp4_replaces_atomically_and_keeps_mode(tmp_path):
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    frames = [np.full((16, 16, 3), 128, np.uint8)] * 2
+    with pytest.raises(TypeError):  # fails after OpenCV has opened and written its file
+        write_mp4(target, [frames[0], None], fps=10)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    try:
+        write_mp4(target, frames, fps=10)
+    except RuntimeError:
+        pytest.skip("this OpenCV build has no MPEG-4 encoder")
+    assert target.read_bytes() != b"old" and target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_writers_create_missing_parent_folders(tmp_path):
+    path = write_text(tmp_path / "a" / "b" / "notes.md", "# hi\n")
+    assert path.read_text() == "# hi\n"
+    assert write_png(tmp_path / "c" / "x.png", np.zeros((2, 2, 3), np.uint8)).is_file()
 
 
 def test_procedural_room_is_seeded_and_inside_the_room():

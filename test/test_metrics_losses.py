@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lyra_core.evaluation.metrics import perceptual_distance, psnr, ssim
-from lyra_core.models.perceptual.metric import PerceptualMetric
+from lyra_core.models.perceptual import PerceptualMetric
 from lyra_core.training.losses import (
     LossWeights,
     depth_loss,

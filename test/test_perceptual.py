@@ -1,4 +1,4 @@
-"""ST-LPIPS / LPIPS (lyra_core.models.perceptual.metric): agreement with the reference
+"""ST-LPIPS / LPIPS (lyra_core.models.perceptual): agreement with the reference
 implementation shipped in
 stlpips-pytorch, behaviour as a metric and a loss, weight loading and its errors."""
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 
-from lyra_core.models.perceptual.metric import (
+from lyra_core.models.perceptual import (
     LPIPS_LINEAR_FILES,
     STLPIPS_FILES,
     TORCHVISION_FILES,

@@ -12,8 +12,8 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.data import procedural
-from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.data import generator
+from lyra_core.data.generator import GeneratorConfig, generate_scene
 from lyra_core.geometry.cameras import Intrinsics
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
@@ -30,14 +30,14 @@ def scene():
     """A procedural scene and the float64 input pose the generator made its trajectories from
     (the scene stores it as float32)."""
     poses = []
-    trajectories = procedural.lyra_trajectories
+    trajectories = generator.lyra_trajectories
 
     def spy(pose, *args, **kwargs):
         poses.append(pose.clone())
         return trajectories(pose, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(procedural, "lyra_trajectories", spy)
+        patch.setattr(generator, "lyra_trajectories", spy)
         sample = generate_scene(SEED, SCENE)
     assert sample.meta["camera_accepted"]  # so the last candidate pose is the chosen one
     return sample, poses[-1]

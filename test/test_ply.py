@@ -12,6 +12,8 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
+from lyra_core.geometry.cameras import Cameras
+from lyra_core.rendering import render
 from lyra_core.scene.gaussians import SH_C0, Gaussians
 from lyra_core.scene.ply import read_ply, write_ply
 from lyra_core.utils.errors import PlyFormatError
@@ -254,6 +256,103 @@ def test_non_finite_data(tmp_path: Path) -> None:
     write_standard_ply(path, cols)
     with pytest.raises(PlyFormatError, match=r"'scale_2'.*non-finite"):
         read_ply(path)
+
+
+def columns_of(n: int, sh_degree: int = 0) -> dict[str, np.ndarray]:
+    """Valid random columns of ``n`` Gaussians in the standard layout (seeded)."""
+    rng = np.random.default_rng(n + sh_degree)
+    return {name: rng.normal(size=n).astype(np.float32) for name in standard_names(sh_degree)}
+
+
+@pytest.mark.parametrize(
+    ("prop", "bad", "reason"),
+    [
+        ("x", np.nan, "non-finite"),
+        ("opacity", -np.inf, "non-finite"),
+        ("scale_1", np.inf, "non-finite"),
+        ("f_dc_2", np.nan, "non-finite"),
+        ("f_rest_5", np.nan, "non-finite"),  # sh[:, 2, 1]: the column -> property mapping
+        ("rot_3", np.nan, "non-finite"),
+        ("scale_1", 50.0, "overflows float32"),  # exp(50)**2 is inf in float32
+    ],
+)
+def test_invalid_gaussians_name_vertex_property_and_count(
+    tmp_path: Path, prop: str, bad: float, reason: str
+) -> None:
+    cols = columns_of(6, sh_degree=1)
+    cols[prop][[2, 4]] = bad
+    path = tmp_path / "bad_values.ply"
+    write_standard_ply(path, cols)
+    with pytest.raises(PlyFormatError) as caught:
+        read_ply(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: vertex 2, property {prop!r}:")
+    assert reason in message and "2 of 6 vertices bad, the first is vertex 2" in message
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-30, -1e-13])
+def test_zero_norm_quaternions_are_refused(tmp_path: Path, value: float) -> None:
+    cols = columns_of(5)
+    for i in range(4):
+        cols[f"rot_{i}"][3] = value
+    path = tmp_path / "zero_quat.ply"
+    write_standard_ply(path, cols)
+    with pytest.raises(PlyFormatError, match=r"vertex 3, properties 'rot_0', 'rot_1', "):
+        read_ply(path)
+    with pytest.raises(PlyFormatError, match=r"zero-norm quaternion.*1 of 5 vertices bad"):
+        read_ply(path)
+
+
+def test_extreme_but_renderable_values_are_read(tmp_path: Path) -> None:
+    cols = columns_of(3)
+    for i in range(4):
+        cols[f"rot_{i}"][0] = 1e-6  # small, but normalises fine
+    cols["scale_0"][1] = 44.0  # the variance exp(88) still fits in float32
+    cols["scale_2"][1] = -80.0
+    cols["x"][2] = 1e30  # far away: culled by the renderer, not an error
+    cols["opacity"][2] = -1e30
+    path = tmp_path / "extreme.ply"
+    write_standard_ply(path, cols)
+    g = read_ply(path)
+    assert g.num_gaussians == 3 and float(g.means[2, 0]) == float(np.float32(1e30))
+    K = torch.tensor([[[20.0, 0.0, 8.0], [0.0, 20.0, 8.0], [0.0, 0.0, 1.0]]])
+    cameras = Cameras(torch.eye(4)[None], K, 16, 16)
+    out = render(g, cameras, backend="torch")
+    assert bool(torch.isfinite(out.rgb).all())
+
+
+def test_validate_is_the_one_definition(tmp_path: Path) -> None:
+    g = ply_scene(n=6)
+    g.quats[4] = 1e-20
+    with pytest.raises(ValueError, match=r"^quats contains 1 zero-norm.*first at index 4"):
+        g.validate()
+    with pytest.raises(ValueError, match="zero-norm"):
+        write_ply(tmp_path / "never.ply", g)
+    assert not (tmp_path / "never.ply").exists()
+    g = ply_scene(n=6)
+    g.log_scales[5, 0] = 45.0
+    invalid = g.find_invalid()
+    assert invalid is not None
+    assert (invalid.field, invalid.index, invalid.column, invalid.count) == ("log_scales", 5, 0, 1)
+    assert ply_scene(n=6).find_invalid() is None
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_absurd_declared_vertex_count_is_refused_before_reading(tmp_path: Path, text: bool) -> None:
+    path = tmp_path / "huge.ply"
+    write_standard_ply(path, columns_of(4), text=text)
+    data = path.read_bytes().replace(b"element vertex 4\n", b"element vertex 4000000000\n", 1)
+    path.write_bytes(data)
+    # Without the check plyfile allocates 4e9 rows up front for ASCII files (~250 GiB).
+    with pytest.raises(PlyFormatError, match=r"^\S*huge\.ply: truncated.*4000000000 'vertex'"):
+        read_ply(path)
+
+
+def test_absurd_count_of_another_element_is_refused(good_file: Path) -> None:
+    header = b"element face 3000000000\nproperty list uchar int vertex_indices\nend_header\n"
+    bad = rewrite(good_file, b"end_header\n", header)
+    with pytest.raises(PlyFormatError, match=r"3000000000 'face'"):
+        read_ply(bad)
 
 
 # ---------------------------------------------------------------------- atomic writes

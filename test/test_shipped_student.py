@@ -8,11 +8,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.data.generator import GeneratorConfig, generate_scene
 from lyra_core.evaluation.metrics import perceptual_distance
 from lyra_core.geometry.cameras import Cameras
 from lyra_core.models.decoder import LyraDecoder
-from lyra_core.models.perceptual.metric import PerceptualMetric
+from lyra_core.models.perceptual import PerceptualMetric
 from lyra_core.pipelines.student import LyraStudent
 from lyra_core.pipelines.world import LyraWorldPipeline
 from lyra_core.rendering import render

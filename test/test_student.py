@@ -1,6 +1,10 @@
-"""The student pipeline and real self-distillation training steps on a procedural scene."""
+"""The student pipeline, real self-distillation training steps on a procedural scene, and
+student folders that do not fit their config."""
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pytest
 import torch
@@ -8,12 +12,13 @@ import torch
 pytest.importorskip("diffusers")
 
 from lyra_core.data.format import scene_inputs, scene_targets
-from lyra_core.data.procedural import GeneratorConfig, generate_scene
+from lyra_core.data.generator import GeneratorConfig, generate_scene
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
 from lyra_core.models.vae import VideoVAE
 from lyra_core.pipelines.student import LyraStudent
 from lyra_core.training.distill import distillation_loss
 from lyra_core.training.losses import LossWeights
+from lyra_core.utils.errors import CheckpointError
 
 CONFIG = GeneratorConfig(width=32, height=32, num_frames=9, num_heldout=2, num_gaussians=4000)
 
@@ -93,3 +98,40 @@ def test_mismatched_vae_and_decoder_are_refused():
     config.latent_channels = 8
     with pytest.raises(ValueError, match="channels"):
         LyraStudent(VideoVAE.tiny(), LyraDecoder(config))
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+STUDENT_MISFITS = {
+    "VAE weights of another shape": (
+        lambda f: _edit_json(f / "vae" / "config.json", decode_block_out_channels=[16, 32, 32, 32]),
+        "video VAE",
+    ),
+    "decoder config not JSON": (
+        lambda f: (f / "decoder" / "config.json").write_text("{oops"),
+        "not a LyraDecoderConfig",
+    ),
+    "decoder of another width": (
+        lambda f: _edit_json(f / "decoder" / "config.json", width=32),
+        "does not match its config",
+    ),
+    "student.json not an object": (
+        lambda f: (f / "student.json").write_text("[]"),
+        "not a valid student config",
+    ),
+}
+
+
+@pytest.mark.parametrize("misfit", STUDENT_MISFITS)
+def test_a_student_folder_that_does_not_fit_its_config_raises_checkpoint_error(
+    misfit, tiny_student_checkpoint, tmp_path
+):
+    corrupt, message = STUDENT_MISFITS[misfit]
+    folder = tmp_path / "student"
+    shutil.copytree(tiny_student_checkpoint, folder)
+    corrupt(folder)
+    with pytest.raises(CheckpointError, match=message) as info:
+        LyraStudent.from_pretrained(folder)
+    assert str(folder) in str(info.value)

@@ -1,8 +1,10 @@
-"""The video VAE wrapper around diffusers (offline, tiny Cosmos architecture)."""
+"""The video VAE wrapper around diffusers (offline, tiny Cosmos architecture): shapes, latent
+statistics, save/load, and refusal of folders that do not fit their config."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +12,9 @@ import torch
 pytest.importorskip("diffusers")
 
 from lyra_core.models.vae import VideoVAE
+from lyra_core.utils.errors import CheckpointError
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +51,46 @@ def test_save_and_load_a_diffusers_folder(vae, tmp_path):
     frames = torch.rand(1, 9, 16, 16, 3)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(frames), vae.encode(frames))
-    (tmp_path / "vae" / "config.json").write_text(json.dumps({"_class_name": "NotAModel"}))
-    with pytest.raises(ValueError, match="no diffusers model"):
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | changes))
+
+
+def _drop_a_weight(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / WEIGHTS))
+    state.pop(sorted(state)[0])
+    save_file(state, str(folder / WEIGHTS))
+
+
+VAE_CORRUPTIONS = {
+    "no folder": (lambda f: shutil.rmtree(f), "config.json is missing"),
+    "config not JSON": (lambda f: (f / "config.json").write_text("{oops"), "not a readable"),
+    "not a diffusers model": (lambda f: _edit_config(f, _class_name="NotAModel"), "NotAModel"),
+    "weights missing": (lambda f: (f / WEIGHTS).unlink(), "video VAE"),
+    "weights truncated": (
+        lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:300]),
+        "video VAE",
+    ),
+    "a weight missing": (_drop_a_weight, "missing"),
+    "weights of another shape": (
+        lambda f: _edit_config(f, encoder_block_out_channels=[8, 32, 32, 32]),
+        "video VAE",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", VAE_CORRUPTIONS)
+def test_folders_that_do_not_fit_raise_checkpoint_error(vae, tmp_path, corruption):
+    corrupt, message = VAE_CORRUPTIONS[corruption]
+    vae.save_pretrained(tmp_path / "vae")
+    corrupt(tmp_path / "vae")
+    with pytest.raises(CheckpointError, match=message) as info:
         VideoVAE.from_pretrained(tmp_path / "vae")
+    assert str(tmp_path / "vae") in str(info.value)
 
 
 def test_per_frame_latent_statistics_are_applied():
@@ -65,7 +107,7 @@ def test_per_frame_latent_statistics_are_applied():
 
 
 def test_architecture_overrides_set_the_compression():
-    """The embedded VAE's 4x space / 4x time: 17 frames of 48x64 -> 5 latent frames of 12x16."""
+    """A 4x space / 4x time variant: 17 frames of 48x64 -> 5 latent frames of 12x16."""
     torch.manual_seed(0)
     vae = VideoVAE.tiny(spatial_compression_ratio=4, temporal_compression_ratio=4, patch_size=2)
     assert (vae.spatial_factor, vae.temporal_factor) == (4, 4)

@@ -8,6 +8,7 @@ services. conftest.py keeps DDS on this machine and gives the run its own domain
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
+from plyfile import PlyData
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -25,7 +29,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from lyra_core.geometry.cameras import Intrinsics  # noqa: E402
-from lyra_core.scene.ply import read_ply  # noqa: E402
+from lyra_core.scene.ply import read_ply, write_ply  # noqa: E402
+from lyra_core.scene.rgbd import gaussians_from_rgbd  # noqa: E402
 from lyra_ros.conversions import (  # noqa: E402
     depth_to_image,
     image_to_depth_m,
@@ -51,6 +56,7 @@ lyra_world:
     world_frame: map
     depth_stride: 1
     point_cloud_max_points: 1000
+    max_render_pixels: 1000000
     cameras: [cam, ghost]
     camera:
       cam:
@@ -320,6 +326,46 @@ def test_render_view_service(world):
     assert not no_size.success and "bad request" in no_size.message
 
 
+def render_request(width: int, height: int) -> RenderView.Request:
+    """A view from the input camera's pose, ``width`` x ``height`` with the test FOV."""
+    f = 60.0 * width / W
+    intrinsics = Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
+    return RenderView.Request(
+        pose=matrix_to_pose(input_pose()), camera_info=intrinsics_to_camera_info(intrinsics)
+    )
+
+
+def test_render_view_refuses_images_over_max_render_pixels(world):
+    client, process = world
+    over = client.call("render", render_request(1001, 1000))  # the config allows 1,000,000
+    assert not over.success
+    assert "max_render_pixels" in over.message and "1000000" in over.message, over.message
+    huge = client.call("render", render_request(100_000, 100_000))
+    assert not huge.success and "max_render_pixels" in huge.message
+    assert process.poll() is None
+    assert client.call("render", render_request(W, H)).success
+
+
+def test_a_large_render_blocks_no_other_service(world, tmp_path):
+    client, _ = world
+    request = render_request(1000, 1000)  # at the config's max_render_pixels
+    start = time.monotonic()
+    alone = client.call("render", request)
+    seconds = time.monotonic() - start
+    assert alone.success and (alone.image.width, alone.image.height) == (1000, 1000)
+    np.testing.assert_allclose(np.median(image_to_depth_m(alone.depth)), 2.0, atol=0.02)
+    if seconds < 0.2:
+        pytest.skip(f"a 1000x1000 render takes {seconds:.2f} s here: too fast to overlap a call")
+    large = client.clients["render"].call_async(request)
+    client.spin_for(0.05)  # the request reaches the node, the render starts
+    # A call that the node answers at once (loading a missing file fails without any work).
+    missing = client.call("load", WorldFile.Request(path=str(tmp_path / "missing.ply")))
+    rendering = not large.done()
+    client.spin_until(large.done, 120, "large render")
+    assert not missing.success and large.result().success
+    assert rendering, "load_world was answered only after the render finished: it was blocked"
+
+
 def test_save_and_load_world(world, tmp_path):
     client, process = world
     path = tmp_path / "saved.ply"
@@ -340,6 +386,49 @@ def test_save_and_load_world(world, tmp_path):
     client.spin_until(lambda: client.status.source == "ply", what="source ply")
 
 
+def test_load_world_refuses_a_zero_quaternion_and_keeps_the_world(world, tmp_path):
+    client, process = world
+    good = tmp_path / "good.ply"
+    assert client.call("save", WorldFile.Request(path=str(good))).success
+    ply = PlyData.read(str(good))
+    vertices = ply["vertex"].data
+    for name in ("rot_0", "rot_1", "rot_2", "rot_3"):
+        vertices[name][1234] = 0.0  # no rotation: every render of it would fail
+    bad = tmp_path / "zero_quaternion.ply"
+    ply.write(str(bad))
+    before = client.status
+    failed = client.call("load", WorldFile.Request(path=str(bad)))
+    assert not failed.success
+    assert "zero_quaternion.ply" in failed.message and "vertex 1234" in failed.message
+    client.spin_for(0.5)
+    assert client.status.state == WorldStatus.STATE_READY
+    assert (client.status.source, client.status.gaussian_count) == (
+        before.source,
+        before.gaussian_count,
+    )
+    view = client.call("render", render_request(W, H))  # the old world still renders
+    assert view.success, view.message
+    np.testing.assert_allclose(np.median(image_to_depth_m(view.depth)), 2.0, atol=0.02)
+    assert process.poll() is None
+
+
+def test_save_world_sweeps_stale_temporary_files(world, tmp_path):
+    client, _ = world
+    stale = tmp_path / ".world.ply.0123456789ab.lyra-tmp"  # left by a save killed with -9
+    stale.write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    live = tmp_path / ".other.ply.abcdefabcdef.lyra-tmp"  # another writer, still at work
+    live.write_bytes(b"in progress")
+    unrelated = tmp_path / ".notes.txt"
+    unrelated.write_text("not ours")
+    saved = client.call("save", WorldFile.Request(path=str(tmp_path / "world.ply")))
+    assert saved.success, saved.message
+    assert not stale.exists()
+    assert live.exists() and unrelated.exists()
+    assert len(read_ply(tmp_path / "world.ply")) == saved.gaussian_count
+
+
 def test_bad_inputs_set_an_error_and_keep_the_node_alive(world):
     client, process = world
     assert client.call("reset", Trigger.Request()).success
@@ -354,6 +443,19 @@ def test_bad_inputs_set_an_error_and_keep_the_node_alive(world):
     client.publish_frame(rgb, depth[:20])  # depth does not match the colour image
     status = client.wait_state(WorldStatus.STATE_ERROR)
     assert "registered" in status.error
+    assert process.poll() is None
+
+
+def test_auto_build_retries_after_a_bad_first_frame(world):
+    client, process = world
+    assert client.call("reset", Trigger.Request()).success
+    client.wait_state(WorldStatus.STATE_WAITING)
+    rgb, depth = gradient_rgbd()
+    client.publish_frame(rgb, depth, encoding="32FC3")  # not an image encoding the node reads
+    assert "32FC3" in client.wait_state(WorldStatus.STATE_ERROR).error
+    client.publish_frame(rgb, depth)  # the next good frame builds, no reset needed
+    status = client.wait_state(WorldStatus.STATE_READY)
+    assert status.gaussian_count == W * H and status.error == ""
     assert process.poll() is None
 
 
@@ -372,6 +474,30 @@ def test_build_world_from_a_request_image_and_busy_answers(world):
     response = future.result()
     assert response.success, response.message
     assert response.gaussian_count == 1600 * 1200 and response.build_seconds > 0
+    assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == 1600 * 1200
+
+
+def test_a_second_build_during_a_build_is_answered_busy(world):
+    client, _ = world
+    rgb, depth = gradient_rgbd(1600, 1200, depth=3.0)  # a build that takes time
+    first = BuildWorld.Request(
+        use_latest=False, image=numpy_to_image(rgb, "rgb8"), depth=depth_to_image(depth)
+    )
+    small_rgb, small_depth = gradient_rgbd()
+    second = BuildWorld.Request(
+        use_latest=False,
+        image=numpy_to_image(small_rgb, "rgb8"),
+        depth=depth_to_image(small_depth),
+    )
+    assert client.clients["build"].wait_for_service(timeout_sec=10)
+    future = client.clients["build"].call_async(first)
+    client.wait_state(WorldStatus.STATE_BUILDING)
+    busy = client.call("build", second)
+    assert not busy.success and "busy" in busy.message, busy.message
+    assert not future.done(), "the second call was answered only after the first build"
+    client.spin_until(future.done, 60, "first build_world")
+    assert future.result().success and future.result().gaussian_count == 1600 * 1200
+    client.spin_for(1.0)  # nothing queued may replace the first caller's world
     assert client.wait_state(WorldStatus.STATE_READY).gaussian_count == 1600 * 1200
 
 
@@ -466,3 +592,98 @@ def test_command_line_parameters_override_the_config_file(tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+BARE_NODE = "lyra_world_bare"
+
+
+def bare_config(settings: dict[str, object], cameras: tuple[str, ...] = ("front",)) -> str:
+    """Parameter YAML of ``lyra_world_bare``: one 64x48 camera ``front`` plus ``settings``."""
+    camera = {"frame_id": "front_optical", "width": 64, "height": 48, "rate": 10.0}
+    parameters: dict[str, object] = {"cameras": list(cameras), "camera": {"front": camera}}
+    for name, value in settings.items():
+        if name.startswith("camera.front."):
+            camera[name.removeprefix("camera.front.")] = value
+        else:
+            parameters[name] = value
+    return yaml.safe_dump({BARE_NODE: {"ros__parameters": parameters}})
+
+
+def run_until_exit(config: str | None, tmp_path: Path) -> subprocess.Popen:
+    """Start the node as ``lyra_world_bare`` (config text, or None for ``--config none``)."""
+    path = "none"
+    if config is not None:
+        path = tmp_path / "bare.yaml"
+        path.write_text(config)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lyra_ros.world_node",
+            "--config",
+            str(path),
+            "--ros-args",
+            "-r",
+            f"__node:={BARE_NODE}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+BAD_PARAMETERS = [
+    ({"camera.front.width": 0}, "camera.front.width"),
+    ({"camera.front.rate": -5.0}, "camera.front.rate"),
+    ({"camera.front.rate": 0.0}, "camera.front.rate"),
+    ({"camera.front.rate": 10}, "camera.front.rate"),  # an integer where a float is needed
+    ({"camera.front.width": 4096, "camera.front.height": 4096}, "camera.front.width"),
+    ({"world_source": "sideways"}, "world_source"),
+    ({"depth_stride": 0}, "depth_stride"),
+    ({"image_transport": "theora"}, "image_transport"),
+    ({"background": [0.0, 0.0]}, "background"),
+    ({"max_depth": 0.01}, "max_depth"),  # below min_depth
+    ({"opacity": 0.0}, "opacity"),
+    ({"device": "tpu"}, "device"),
+]
+if not torch.cuda.is_available():
+    BAD_PARAMETERS.append(({"device": "cuda"}, "device"))
+
+
+@pytest.mark.parametrize(("settings", "parameter"), BAD_PARAMETERS)
+def test_a_bad_parameter_stops_start_up_with_one_line_naming_it(tmp_path, settings, parameter):
+    process = run_until_exit(bare_config(settings), tmp_path)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"the node started with {settings}:\n{stdout}{stderr}") from None
+    assert process.returncode == 2, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"lyra-world: parameter {parameter}:"), lines[0]
+    assert "Traceback" not in stdout + stderr and "ready" not in stdout + stderr
+
+
+@pytest.mark.parametrize("config", [None, bare_config({}, cameras=())])
+def test_a_node_without_simulated_cameras_starts_and_serves(ros_node, tmp_path, config):
+    rgb, depth = gradient_rgbd()
+    path = tmp_path / "plane.ply"
+    write_ply(path, gaussians_from_rgbd(rgb, depth, INTR, torch.from_numpy(input_pose())))
+    process = run_until_exit(config, tmp_path)
+    try:
+        client = Client(ros_node, f"/{BARE_NODE}")
+        client.wait_state(WorldStatus.STATE_WAITING)
+        loaded = client.call("load", WorldFile.Request(path=str(path)))
+        assert loaded.success and loaded.gaussian_count == W * H
+        view = client.call("render", render_request(W, H))
+        assert view.success, view.message
+        np.testing.assert_allclose(np.median(image_to_depth_m(view.depth)), 2.0, atol=0.02)
+        huge = client.call("render", render_request(100_000, 100_000))
+        assert not huge.success and "max_render_pixels (4194304)" in huge.message, huge.message
+    finally:
+        process.send_signal(subprocess.signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stdout + stderr
+    assert "0 simulated camera(s)" in stdout + stderr and "Traceback" not in stdout + stderr

@@ -18,6 +18,8 @@ from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.ply import read_ply, write_ply
 from lyra_core.utils.errors import LyraError, PlyFormatError
 
+# The one place the version is written: pyproject.toml reads it (statically, without importing
+# torch); package.xml repeats it for ROS 2 (test/test_packaging.py checks they agree).
 __version__ = "0.1.0"
 
 __all__ = [

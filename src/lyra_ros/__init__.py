@@ -1,7 +1,9 @@
 """Lyra ROS: the ROS 2 world node (camera images in, rendered robot views out at tf poses).
 
-The node, its message conversions and its tf fallback live here; the GPU core they use is
-:mod:`lyra_core`, which imports without ROS.
+The node (:mod:`~lyra_ros.world_node`, its parameters, simulated cameras and service threads),
+its message conversions (:mod:`~lyra_ros.conversions`), its tf lookups with a fallback buffer
+(:mod:`~lyra_ros.tf`) and the demo (:mod:`~lyra_ros.demo`) live here. The core they use,
+:mod:`lyra_core`, runs on the CPU or a CUDA GPU and imports without ROS.
 
 ``lyra_ros.msg`` and ``lyra_ros.srv`` are generated from msg/ and srv/ by CMake. In a colcon
 install they sit in the same folder as this file. In a pip-only environment they are installed

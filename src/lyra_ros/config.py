@@ -6,7 +6,13 @@ import contextlib
 import os
 from pathlib import Path
 
+from lyra_core.utils.errors import LyraError
+
 PACKAGE = "lyra_ros"
+
+
+class ConfigError(LyraError, ValueError):
+    """A bad ``--config`` argument: no file named, or the file does not exist."""
 
 
 def config_path(name: str) -> Path:
@@ -55,13 +61,16 @@ def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[s
     Without ``--config`` the package's ``config/<default>`` is used; ``--config none`` uses no
     file. Other arguments (``--ros-args ...``) pass through unchanged, after the file, so their
     ``-p name:=value`` overrides win over the file's values.
+
+    Raises:
+        ConfigError: ``--config`` without a file, or a file that does not exist.
     """
     args = list(argv)
     config: str | None = None
     if "--config" in args:
         index = args.index("--config")
         if index + 1 >= len(args):
-            raise SystemExit("--config needs a file (or 'none')")
+            raise ConfigError("--config needs a file (or 'none')")
         config = args[index + 1]
         del args[index : index + 2]
     if config is None:
@@ -69,6 +78,6 @@ def ros_args_with_config(argv: list[str], default: str = "world.yaml") -> list[s
     if config == "none":
         return args
     if not Path(config).is_file():
-        raise SystemExit(f"config file not found: {config}")
+        raise ConfigError(f"config file not found: {config}")
     # The file comes first so that parameters given on the command line (-p) override it.
     return [*args[:1], "--ros-args", "--params-file", config, "--", *args[1:]]

@@ -3,20 +3,28 @@
     lyra generate --out data/procedural --split train --num-scenes 300   # procedural data
     lyra train-vae --config config/vae_tiny.yaml                          # the video VAE
     lyra train --config config/train_tiny.yaml                            # the student
-    lyra export --run outputs/train_tiny --vae outputs/vae_tiny/vae --out FOLDER
+    lyra export --run outputs/train_tiny --out FOLDER                     # a student checkpoint
     lyra eval --student hybrid=FOLDER --student all_transformer=FOLDER     # held-out metrics
     lyra demo                                                             # the core demo
 
-``lyra COMMAND --help`` describes each command's options.
+``lyra COMMAND --help`` describes each command's options; ``python -m lyra_core.cli`` is the
+same command. Bad input (a missing or unreadable file, a YAML syntax error, or any
+:class:`~lyra_core.utils.errors.LyraError` such as an invalid config or checkpoint) ends with
+one line on stderr, ``lyra COMMAND: error: MESSAGE``, and exit status 2, as argparse does for
+bad options; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
+from types import ModuleType
+
+from lyra_core.utils.errors import LyraError
 
 COMMANDS = {
-    "generate": ("lyra_core.data.procedural", "generate procedural multi-trajectory scenes"),
+    "generate": ("lyra_core.data.generator", "generate procedural multi-trajectory scenes"),
     "train-vae": ("lyra_core.training.train_vae", "train the small video VAE"),
     "train": (
         "lyra_core.training.train_student",
@@ -27,29 +35,93 @@ COMMANDS = {
         "lyra_core.evaluation.evaluate",
         "held-out metrics of students vs the 3D-cache baseline",
     ),
+    "fit": ("lyra_core.training.fit", "fit a Gaussian world to a posed capture (3DGS)"),
     "demo": ("lyra_core.cli.demo", "the core demo (no ROS)"),
 }
+"""``lyra`` subcommand -> (module with ``main(argv) -> int``, one-line summary)."""
+
+USAGE_ERROR = 2
+"""Exit status of expected failures (bad options or bad input), as argparse uses."""
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    LyraError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+"""Exceptions that report bad input rather than a bug (YAML syntax errors are added lazily)."""
 
 
 def usage() -> str:
-    lines = ["usage: lyra COMMAND [options]", "", "commands:"]
+    lines = [
+        "usage: lyra [-h] [--version] COMMAND [options]",
+        "",
+        "Lyra core tools: data, training, export, evaluation and the demo.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run 'lyra COMMAND --help' for a command's options."]
     return "\n".join(lines)
 
 
+def version() -> str:
+    """The installed distribution's version (``lyra_core.__version__`` when it was installed)."""
+    try:
+        return importlib.metadata.version("lyra-world")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
+def command_module(command: str) -> ModuleType:
+    """The module that implements ``lyra COMMAND`` (imported on demand: some are heavy)."""
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a dependency
+        return INPUT_ERRORS
+    return (*INPUT_ERRORS, yaml.YAMLError)
+
+
+def error_message(err: BaseException) -> str:
+    """``err`` as one line: OS errors as ``strerror: filename``, other messages unwrapped."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        message = f"{err.strerror}: {err.filename}"
+        if err.filename2 is not None:
+            message += f" -> {err.filename2}"
+    else:
+        message = str(err) or type(err).__name__
+    return " ".join(message.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``lyra COMMAND ...`` to the command module's ``main``."""
+    """Dispatch ``lyra COMMAND ...`` to the command module's ``main``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return USAGE_ERROR
+    if argv[0] in ("-h", "--help"):
         print(usage())
-        return 0 if argv else 2
+        return 0
+    if argv[0] == "--version":
+        print(f"lyra {version()}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"lyra: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        choices = ", ".join(COMMANDS)
+        print(f"lyra: error: unknown command {command!r} (choose from {choices})", file=sys.stderr)
+        return USAGE_ERROR
+    module = command_module(command)
+    try:
+        return int(module.main(rest) or 0)
+    except _input_errors() as err:
+        print(f"lyra {command}: error: {error_message(err)}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"lyra {command}: interrupted", file=sys.stderr)
+        return 130

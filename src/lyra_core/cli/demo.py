@@ -7,7 +7,7 @@ Writes to ``--out`` (default ``outputs/demo``):
 - ``trajectories.gif`` and ``trajectories.mp4``: every rendered frame;
 - ``summary.json``: sizes, timings and the render rate.
 
-Run: ``python -m lyra_core.cli.demo --help`` (the README's ``scripts/demo.sh`` runs it).
+Run: ``lyra demo`` (options: ``lyra demo --help``); ``scripts/demo.sh`` runs the ROS demo instead.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from lyra_core.utils.media import (
     write_gif,
     write_mp4,
     write_png,
+    write_text,
 )
 
 INPUT_EYE = (0.0, -2.4, 1.3)
@@ -41,21 +42,34 @@ INPUT_TARGET = (0.0, 1.0, 0.9)
 WORLD_UP = (0.0, 0.0, 1.0)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``lyra demo``."""
     parser = argparse.ArgumentParser(
-        prog="lyra-demo", description=__doc__.split("\n\n")[0], allow_abbrev=False
+        prog="lyra demo", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
-    parser.add_argument("--gaussians", type=int, default=100_000, help="scene size")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument(
+        "--gaussians", type=int, default=100_000, help="number of Gaussians in the room"
+    )
+    parser.add_argument("--width", type=int, default=320, help="image width, pixels")
+    parser.add_argument("--height", type=int, default=240, help="image height, pixels")
     parser.add_argument("--fov", type=float, default=1.1, help="vertical field of view, radians")
     parser.add_argument("--frames", type=int, default=25, help="frames per trajectory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="auto", help="auto, gsplat, torch or reference")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the room and trajectories")
+    parser.add_argument(
+        "--backend", default="auto", help="renderer: auto, gsplat, torch or reference"
+    )
     parser.add_argument("--batch", type=int, default=5, help="cameras rendered per call")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda when available, else cpu)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def render_path(
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.perf_counter() - started, 2),
         "outputs": {k: str(v) for k, v in outputs.items()},
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(
         f"rendered {num_frames} frames of {len(scene):,} Gaussians at {args.width}x{args.height} "
         f"with {summary['backend']} in {render_seconds:.1f} s ({summary['frames_per_second']} fps)"

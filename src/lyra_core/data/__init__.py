@@ -1,12 +1,14 @@
 """Training data for the Lyra student: procedural multi-trajectory scenes.
 
-:mod:`lyra_core.data.procedural` generates scenes (random layout, input camera, the six Lyra
-trajectories, 3D-cache renders, held-out views; CLI ``python -m lyra_core.data.procedural``);
-:mod:`lyra_core.data.format` documents the on-disk format and the splits, and reads and writes
-scenes (:func:`load_scene`, :func:`write_scene`, :class:`ProceduralDataset`).
+:mod:`lyra_core.data.layouts` draws random room and outdoor layouts and covers them with
+Gaussians; :mod:`lyra_core.data.generator` generates scenes from them (input camera, the six Lyra
+trajectories, 3D-cache renders, held-out views; CLI ``lyra generate`` or
+``python -m lyra_core.data.generator``); :mod:`lyra_core.data.format` documents the on-disk
+format and the splits, and reads and writes scenes (:func:`load_scene`, :func:`write_scene`,
+:class:`ProceduralDataset`).
 
-The generator is imported lazily (``lyra_core.data.generate_scene`` works), so that running it
-with ``python -m`` does not import it twice.
+The layouts and the generator are imported lazily (``lyra_core.data.generate_scene`` works), so
+that running the generator with ``python -m`` does not import it twice.
 """
 
 from __future__ import annotations
@@ -28,19 +30,21 @@ from lyra_core.data.format import (
     write_scene,
 )
 
-_PROCEDURAL_NAMES = (
-    "GENERATOR_VERSION",
-    "GeneratorConfig",
-    "Layout",
-    "generate_scene",
-    "generate_split",
-    "layout_gaussians",
-    "random_layout",
-    "write_generated_scene",
-)
+_LAZY_NAMES = {
+    "GENERATOR_VERSION": "generator",
+    "GeneratorConfig": "generator",
+    "generate_scene": "generator",
+    "generate_split": "generator",
+    "write_generated_scene": "generator",
+    "LAYOUT_KINDS": "layouts",
+    "Layout": "layouts",
+    "layout_gaussians": "layouts",
+    "random_layout": "layouts",
+}
 
 __all__ = [
     "GENERATOR_VERSION",
+    "LAYOUT_KINDS",
     "SPLITS",
     "SPLIT_SEED_RANGES",
     "GeneratorConfig",
@@ -63,7 +67,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy access to the generator's public names (see the module docstring)."""
-    if name in _PROCEDURAL_NAMES:
-        return getattr(importlib.import_module(".procedural", __name__), name)
+    """Lazy access to the layouts' and the generator's public names (module docstring)."""
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,9 +29,11 @@ background; ``cache_mask`` marks the pixels it covers. Frame 0 of every trajecto
 camera, so its ``rgb`` equals the input view and its cache render reproduces it.
 
 Scene folders appear atomically: :func:`write_scene` writes into a hidden temporary folder
-``.tmp-scene_XXXXXX-*`` beside the target and renames it at the end, so a scene folder that
-exists is complete, and a failed write leaves nothing behind (a killed process can leave a
-``.tmp-*`` folder, which readers ignore and the generator CLI deletes).
+``.scene_XXXXXX.<hex>.lyra-tmp`` beside the target and renames it at the end
+(:func:`lyra_core.utils.atomic.write_folder_atomically`), so a scene folder that exists is
+complete, and a failed write leaves nothing behind. A killed process can leave the temporary
+folder, which readers ignore and the generator CLI deletes
+(:func:`remove_stale_temporaries`).
 
 Splits
 ------
@@ -45,7 +47,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
+from lyra_core.utils.atomic import sweep_stale_temp_files, write_folder_atomically
 
 __all__ = [
     "SPLITS",
@@ -85,7 +87,8 @@ SPLIT_SEED_RANGES: dict[str, tuple[int, int]] = {
 }
 
 _VIEW_FILES = ("rgb.npy", "depth.npy", "cameras.npz", "cache_rgb.npy", "cache_mask.npy")
-_TMP_PREFIX = ".tmp-"
+# Temporary scene folders of the writer before lyra_core.utils.atomic (".tmp-scene_XXXXXX-*").
+_LEGACY_TMP_PREFIX = ".tmp-"
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,35 +250,27 @@ def write_scene(path: str | os.PathLike[str], sample: SceneSample) -> Path:
     """Write ``sample`` as the scene folder ``path`` atomically (temp folder, then rename).
 
     Raises:
-        FileExistsError: if ``path`` already exists (nothing is written).
+        FileExistsError: if ``path`` already exists (nothing is written), or appeared while
+            the scene was being written (the new copy is discarded).
         Exception: whatever the writing raised; the temporary folder is removed first.
     """
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"scene folder {path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{path.name}-", dir=path.parent))
-    try:
-        _write_contents(tmp, sample)
-        os.rename(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return write_folder_atomically(path, lambda tmp: _write_contents(tmp, sample), overwrite=False)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
-    """Delete ``.tmp-*`` folders left in ``folder`` by killed writers; returns how many.
+    """Delete the temporary scene folders killed writers left in ``folder``; returns how many.
 
-    Only call this when no writer is running on ``folder``.
+    Removes :mod:`lyra_core.utils.atomic`'s temporaries
+    (:func:`~lyra_core.utils.atomic.sweep_stale_temp_files`) and the ``.tmp-*`` folders of
+    the writer before it. Only call this when no writer is running on ``folder``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(_TMP_PREFIX) and p.is_dir()]
-    for p in stale:
+    legacy = [p for p in folder.iterdir() if p.name.startswith(_LEGACY_TMP_PREFIX) and p.is_dir()]
+    for p in legacy:
         shutil.rmtree(p, ignore_errors=True)
-    return len(stale)
+    return len(legacy) + len(sweep_stale_temp_files(folder))
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,5 +390,6 @@ def scene_targets(sample: SceneSample, frames_per_trajectory: int = 1) -> Target
     depth = [v.depth[pick] for v in sets] + [sample.heldout.depth]
     poses = [v.camtoworlds[pick] for v in sets] + [sample.heldout.camtoworlds]
     Ks = [v.Ks[pick] for v in sets] + [sample.heldout.Ks]
-    return TargetViews(torch.cat(rgb).float() / 255.0, torch.cat(depth), torch.cat(poses),
-                       torch.cat(Ks))
+    return TargetViews(
+        torch.cat(rgb).float() / 255.0, torch.cat(depth), torch.cat(poses), torch.cat(Ks)
+    )

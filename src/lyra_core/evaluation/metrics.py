@@ -1,5 +1,7 @@
 """Image metrics for renders against targets: PSNR, SSIM and a learned perceptual distance
-(ST-LPIPS or LPIPS, :mod:`lyra_core.models.perceptual.metric`).
+(ST-LPIPS or LPIPS, :mod:`lyra_core.models.perceptual`); :func:`image_metrics` (their means over
+a set of views, as ``lyra eval`` and training validation report them) and :func:`coverage_psnr`
+(PSNR split by the 3D cache's coverage).
 
 Images are (..., H, W, 3) float tensors in [0, 1] (channels last, like the renderer's output).
 """
@@ -10,8 +12,24 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch idiom
 from torch import Tensor
 
-from lyra_core.models.perceptual.metric import PerceptualMetric
+from lyra_core.models.perceptual import PerceptualMetric
 from lyra_core.utils.checks import check_finite
+
+__all__ = [
+    "MIN_MSE",
+    "SSIM_WINDOW",
+    "coverage_psnr",
+    "image_metrics",
+    "perceptual_distance",
+    "psnr",
+    "ssim",
+]
+
+SSIM_WINDOW = 11
+"""SSIM window (pixels) of :func:`image_metrics`; smaller images get no SSIM."""
+
+MIN_MSE = 1e-10
+"""Floor of the pooled squared error in :func:`coverage_psnr`: PSNR is capped at 100 dB."""
 
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
@@ -91,3 +109,58 @@ def perceptual_distance(pred: Tensor, target: Tensor, metric: PerceptualMetric) 
     """
     _check_pair(pred, target)
     return metric(pred, target)
+
+
+def image_metrics(
+    rendered: Tensor, target: Tensor, perceptual: PerceptualMetric | None
+) -> dict[str, float]:
+    """Mean PSNR, SSIM and perceptual distance of N renders against their targets.
+
+    Args:
+        rendered, target: (N, H, W, 3) in [0, 1], on the perceptual metric's device.
+        perceptual: a learned distance, or None for none.
+
+    Returns:
+        ``{"psnr": dB, "ssim": ..., <perceptual.name>: distance}``, each the mean over the N
+        views; SSIM only for images at least :data:`SSIM_WINDOW` pixels, the perceptual distance
+        only for images at least ``perceptual.min_size``.
+    """
+    scores = {"psnr": float(psnr(rendered, target).mean())}
+    size = min(rendered.shape[-3:-1])
+    if size >= SSIM_WINDOW:
+        scores["ssim"] = float(ssim(rendered, target, window=SSIM_WINDOW).mean())
+    if perceptual is not None and size >= perceptual.min_size:
+        with torch.inference_mode():
+            distance = perceptual_distance(rendered, target, perceptual)
+        scores[perceptual.name] = float(distance.mean())
+    return scores
+
+
+def coverage_psnr(rendered: Tensor, target: Tensor, covered: Tensor) -> dict[str, float]:
+    """PSNR (dB) over the pixels the 3D cache covers and over those it leaves empty, and the
+    empty share.
+
+    The squared error (mean over RGB) is pooled over every pixel of the region in all N views,
+    floored at :data:`MIN_MSE` (so an exact region scores 100 dB, not inf); a region without
+    pixels is left out of the result.
+
+    Args:
+        rendered, target: (N, H, W, 3) in [0, 1].
+        covered: (N, H, W) bool, the cache's mask (alpha > 0.5) at the same views.
+
+    Returns:
+        ``{"uncovered_fraction": share of empty pixels in [0, 1], "psnr_covered": dB,
+        "psnr_uncovered": dB}``.
+    """
+    _check_pair(rendered, target)
+    if covered.shape != rendered.shape[:-1] or covered.dtype != torch.bool:
+        raise ValueError(
+            f"covered must be a bool mask of shape {tuple(rendered.shape[:-1])}, got "
+            f"{covered.dtype} {tuple(covered.shape)}"
+        )
+    err = (rendered - target).square().mean(dim=-1)
+    scores = {"uncovered_fraction": float((~covered).float().mean())}
+    for name, region in (("psnr_covered", covered), ("psnr_uncovered", ~covered)):
+        if bool(region.any()):
+            scores[name] = float(-10.0 * torch.log10(err[region].mean().clamp_min(MIN_MSE)))
+    return scores

@@ -44,10 +44,15 @@ from types import MappingProxyType
 import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
-from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor
 
-from lyra_core.geometry.transforms import check_rigid, look_at
+from lyra_core.geometry.transforms import (
+    check_rigid,
+    look_at,
+    pose_from_translation_quaternion,
+    slerp,
+    translation_quaternion_from_pose,
+)
 from lyra_core.utils.checks import check_finite, check_positive_number, check_shape
 
 __all__ = [
@@ -328,22 +333,26 @@ def waypoint_trajectory(
     _check_num_frames(num_frames)
     times_np = _check_times(times, num_waypoints)
 
-    poses = waypoints.detach().to(dtype=torch.float64, device="cpu").numpy()
+    poses = waypoints.detach().to(dtype=torch.float64, device="cpu")
     frame_times = np.linspace(times_np[0], times_np[-1], num_frames)
     frame_times[-1] = times_np[-1]  # guard against round-off past the last knot
 
-    positions = poses[:, :3, 3]
+    positions, quats = translation_quaternion_from_pose(poses)
     if num_waypoints == 2:
         alpha = ((frame_times - times_np[0]) / (times_np[1] - times_np[0]))[:, None]
-        centers = (1.0 - alpha) * positions[0] + alpha * positions[1]
+        centers = (1.0 - alpha) * positions[0].numpy() + alpha * positions[1].numpy()
     else:
-        centers = CubicSpline(times_np, positions, axis=0, bc_type="natural")(frame_times)
-    rotations = Slerp(times_np, Rotation.from_matrix(poses[:, :3, :3]))(frame_times)
+        spline = CubicSpline(times_np, positions.numpy(), axis=0, bc_type="natural")
+        centers = spline(frame_times)
+    # Rotations: slerp between the two waypoints around each frame time.
+    segment = np.searchsorted(times_np, frame_times, side="right") - 1
+    segment = np.clip(segment, 0, num_waypoints - 2)
+    span = times_np[segment + 1] - times_np[segment]
+    alpha = torch.from_numpy(np.clip((frame_times - times_np[segment]) / span, 0.0, 1.0))
+    index = torch.from_numpy(segment)
+    rotations = slerp(quats[index], quats[index + 1], alpha)
 
-    out = np.zeros((num_frames, 4, 4), dtype=np.float64)
-    out[:, :3, :3] = rotations.as_matrix()
-    out[:, :3, 3] = centers
-    out[:, 3, 3] = 1.0
-    result = torch.from_numpy(out).to(dtype=_output_dtype(waypoints), device=waypoints.device)
+    out = pose_from_translation_quaternion(torch.from_numpy(centers), rotations)
+    result = out.to(dtype=_output_dtype(waypoints), device=waypoints.device)
     check_finite("waypoint_trajectory output", result)
     return result

@@ -6,28 +6,43 @@ given to and returned by the ROS-facing helpers are in ROS order ``(x, y, z, w)`
 ``w >= 0`` on output); Gaussians store ``(w, x, y, z)`` as gsplat does. ROS body frames follow
 REP 103 (x forward, y left, z up); a camera *optical* frame has the OpenCV axes. Used by
 ``lyra_ros`` (tf and message conversions) as the one implementation of each.
+
+:func:`rigid_inverse`, :func:`normalize_quaternion`, :func:`pose_from_translation_quaternion`
+and :func:`slerp` take torch tensors or NumPy arrays and answer in kind, so the tf buffer's
+per-lookup maths stays in NumPy (no tensor overhead for one ``4x4`` matrix).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from lyra_core.utils.checks import as_float_tensor, check_finite, check_trailing
 
 __all__ = [
+    "MIN_QUATERNION_NORM",
     "OPTICAL_TO_BODY",
     "body_pose_to_optical",
     "check_rigid",
     "look_at",
+    "normalize_quaternion",
     "optical_pose_to_body",
     "pose_from_translation_quaternion",
     "rigid_inverse",
     "rotation_to_quaternion_wxyz",
+    "slerp",
     "translation_quaternion_from_pose",
 ]
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
+
+#: Quaternions with a smaller norm are rejected as zero-norm: they hold no rotation.
+MIN_QUATERNION_NORM = 1e-6
 
 #: Largest tolerated deviation of ``R^T R`` from identity for a pose's rotation block.
 ROTATION_TOLERANCE = 1e-3
@@ -74,19 +89,48 @@ def check_rigid(name: str, T: Tensor) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def rigid_inverse(T: Tensor) -> Tensor:
+def _namespace(value: Tensor | np.ndarray) -> ModuleType:
+    """``numpy`` for NumPy arrays, ``torch`` otherwise (both name the functions used here alike)."""
+    return np if isinstance(value, np.ndarray) else torch
+
+
+def _check_trailing(name: str, value: Tensor | np.ndarray, trailing: tuple[int, ...]) -> None:
+    """:func:`check_trailing` for a tensor or a NumPy array (same message)."""
+    if not isinstance(value, np.ndarray):
+        check_trailing(name, value, trailing)
+    elif value.ndim < len(trailing) or value.shape[-len(trailing) :] != trailing:
+        check_trailing(name, torch.empty(value.shape, device="meta"), trailing)
+
+
+def _check_array(name: str, value: ArrayT, trailing: tuple[int, ...]) -> None:
+    """:func:`check_trailing` and :func:`check_finite` for a tensor or a NumPy array.
+
+    NumPy arrays are checked with NumPy (a tensor round trip would cost more than the maths on
+    one ``4x4`` matrix); the messages are the same.
+    """
+    _check_trailing(name, value, trailing)
+    if not isinstance(value, np.ndarray):
+        check_finite(name, value)
+        return
+    finite = np.isfinite(value)
+    if not finite.all():
+        bad = int(value.size - np.count_nonzero(finite))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def rigid_inverse(T: ArrayT) -> ArrayT:
     """Invert rigid transforms without a general matrix inverse.
 
     Args:
-        T: ``(..., 4, 4)`` rigid transforms ``[R | t]``.
+        T: ``(..., 4, 4)`` rigid transforms ``[R | t]``, a tensor or a NumPy array.
 
     Returns:
-        ``(..., 4, 4)`` inverses ``[R^T | -R^T t]``, same dtype/device.
+        ``(..., 4, 4)`` inverses ``[R^T | -R^T t]``, same type, dtype and device.
     """
-    check_trailing("T", T, (4, 4))
-    R_t = T[..., :3, :3].transpose(-1, -2)
+    _check_trailing("T", T, (4, 4))
+    R_t = T[..., :3, :3].swapaxes(-1, -2)
     t = T[..., :3, 3:]
-    out = torch.zeros_like(T)
+    out = _namespace(T).zeros_like(T)
     out[..., :3, :3] = R_t
     out[..., :3, 3:] = -R_t @ t
     out[..., 3, 3] = 1.0
@@ -184,9 +228,33 @@ def optical_pose_to_body(T_world_optical: Tensor) -> Tensor:
     return T_world_optical @ body_to_optical.to(T_world_optical.dtype).to(T_world_optical.device)
 
 
+def normalize_quaternion(q: ArrayT, name: str = "q") -> ArrayT:
+    """Unit quaternions (any component order), rejecting the ones that hold no rotation.
+
+    Args:
+        q: ``(..., 4)`` quaternions, a floating tensor or a NumPy array.
+        name: what to call ``q`` in error messages.
+
+    Returns:
+        ``q / |q|``, same type, dtype and device.
+
+    Raises:
+        ValueError: Wrong shape, NaN/inf entries, or a norm below :data:`MIN_QUATERNION_NORM`.
+    """
+    _check_array(name, q, (4,))
+    norm = _namespace(q).sqrt((q * q).sum(-1))[..., None]
+    if bool((norm < MIN_QUATERNION_NORM).any()):
+        count = int((norm < MIN_QUATERNION_NORM).sum())
+        raise ValueError(
+            f"{name} has zero norm (below {MIN_QUATERNION_NORM:g}) for {count} quaternion(s): "
+            "it holds no rotation; the identity rotation is (0, 0, 0, 1) in ROS order"
+        )
+    return q / norm
+
+
 def pose_from_translation_quaternion(
-    t: Tensor | Sequence[float], q_xyzw: Tensor | Sequence[float]
-) -> Tensor:
+    t: Tensor | np.ndarray | Sequence[float], q_xyzw: Tensor | np.ndarray | Sequence[float]
+) -> Tensor | np.ndarray:
     """Build rigid transforms from translations and quaternions (ROS order ``x, y, z, w``).
 
     Args:
@@ -194,41 +262,96 @@ def pose_from_translation_quaternion(
         q_xyzw: ``(..., 4)`` quaternions in ROS order ``(x, y, z, w)``; normalised here.
 
     Returns:
-        ``(..., 4, 4)`` transforms (broadcast leading dims), dtype/device of ``t``.
+        ``(..., 4, 4)`` transforms (broadcast leading dims). NumPy ``t`` (and ``q_xyzw``): a
+        float64 NumPy array. Otherwise a tensor with the dtype/device of ``t`` (float32 for
+        non-tensor input).
 
     Raises:
-        ValueError: If ``q_xyzw`` has (near) zero norm or non-finite entries.
+        ValueError: Wrong shapes, non-finite entries, or a quaternion with a norm below
+            :data:`MIN_QUATERNION_NORM` (:func:`normalize_quaternion`).
     """
-    t_t = as_float_tensor(t)
-    q = as_float_tensor(q_xyzw, like=t_t)
-    check_trailing("t", t_t, (3,))
-    check_trailing("q_xyzw", q, (4,))
-    check_finite("t", t_t)
-    check_finite("q_xyzw", q)
-    norm = q.norm(dim=-1, keepdim=True)
-    if bool((norm <= torch.finfo(q.dtype).eps).any()):
-        raise ValueError("q_xyzw must have non-zero norm")
-    x, y, z, w = (q / norm).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - z * w),
-            2 * (x * z + y * w),
-            2 * (x * y + z * w),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - x * w),
-            2 * (x * z - y * w),
-            2 * (y * z + x * w),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
-    batch = torch.broadcast_shapes(t_t.shape[:-1], R.shape[:-2])
-    out = torch.zeros((*batch, 4, 4), dtype=t_t.dtype, device=t_t.device)
-    out[..., :3, :3] = R
-    out[..., :3, 3] = t_t
+    if isinstance(t, np.ndarray) and not isinstance(q_xyzw, Tensor):
+        t_a = np.asarray(t, dtype=np.float64)
+        q = np.asarray(q_xyzw, dtype=np.float64)
+    else:
+        t_a = as_float_tensor(t)
+        q = as_float_tensor(q_xyzw, like=t_a)
+    _check_array("t", t_a, (3,))
+    q = normalize_quaternion(q, "q_xyzw")
+    # Every rotation entry is a fixed combination of the products q_i q_j: one matrix product.
+    products = (q[..., :, None] * q[..., None, :]).reshape(*q.shape[:-1], 16)
+    if isinstance(q, np.ndarray):
+        R = products @ _ROTATION_FROM_PRODUCTS
+        out = np.zeros((*np.broadcast_shapes(t_a.shape[:-1], q.shape[:-1]), 4, 4))
+    else:
+        R = products @ torch.as_tensor(_ROTATION_FROM_PRODUCTS, dtype=q.dtype, device=q.device)
+        batch = torch.broadcast_shapes(t_a.shape[:-1], q.shape[:-1])
+        out = torch.zeros((*batch, 4, 4), dtype=t_a.dtype, device=t_a.device)
+    out[..., :3, :3] = R.reshape(*q.shape[:-1], 3, 3)
+    out[..., :3, 3] = t_a
     out[..., 3, 3] = 1.0
     return out
+
+
+def _rotation_from_products() -> np.ndarray:
+    """``(16, 9)``: row-major rotation entries of a unit quaternion ``(x, y, z, w)`` from its
+    flattened outer product ``q_i q_j`` (the standard formula, e.g. ``R_00 = w^2 + x^2 - y^2 -
+    z^2``, ``R_01 = 2 (x y - w z)``)."""
+    x, y, z, w = range(4)
+    terms = {  # entry -> (sign, i, j) per product; 2 q_i q_j is written q_i q_j + q_j q_i
+        (0, 0): [(1, w, w), (1, x, x), (-1, y, y), (-1, z, z)],
+        (0, 1): [(1, x, y), (1, y, x), (-1, w, z), (-1, z, w)],
+        (0, 2): [(1, x, z), (1, z, x), (1, w, y), (1, y, w)],
+        (1, 0): [(1, x, y), (1, y, x), (1, w, z), (1, z, w)],
+        (1, 1): [(1, w, w), (-1, x, x), (1, y, y), (-1, z, z)],
+        (1, 2): [(1, y, z), (1, z, y), (-1, w, x), (-1, x, w)],
+        (2, 0): [(1, x, z), (1, z, x), (-1, w, y), (-1, y, w)],
+        (2, 1): [(1, y, z), (1, z, y), (1, w, x), (1, x, w)],
+        (2, 2): [(1, w, w), (-1, x, x), (-1, y, y), (1, z, z)],
+    }
+    M = np.zeros((16, 9))
+    for (row, col), entry in terms.items():
+        for sign, i, j in entry:
+            M[4 * i + j, 3 * row + col] += sign
+    return M
+
+
+_ROTATION_FROM_PRODUCTS = _rotation_from_products()
+
+
+def slerp(q0: ArrayT, q1: ArrayT, alpha: float | ArrayT) -> ArrayT:
+    """Spherical linear interpolation of unit quaternions, along the shorter arc.
+
+    ``q`` and ``-q`` are the same rotation: ``q1`` is negated where ``q0 . q1 < 0``, so the
+    result turns by the smaller angle (at most 180 degrees). The weights
+    ``sin((1 - alpha) theta) / sin(theta)`` and ``sin(alpha theta) / sin(theta)`` are written
+    with ``sinc``, which tends to the linear weights ``1 - alpha`` and ``alpha`` as ``theta``
+    goes to 0 without a division by zero (``theta <= 90`` degrees after the sign flip).
+
+    Args:
+        q0: ``(..., 4)`` unit quaternions at ``alpha = 0``, any component order (the same for
+            both), a tensor or a NumPy array.
+        q1: ``(..., 4)`` unit quaternions at ``alpha = 1``, same type as ``q0``.
+        alpha: interpolation parameter in ``[0, 1]``, a number or ``(...)`` broadcasting with
+            the leading dims of ``q0``.
+
+    Returns:
+        ``(..., 4)`` unit quaternions, type, dtype and device of ``q0``: ``q0`` at
+        ``alpha = 0`` and ``+-q1`` at ``alpha = 1``.
+    """
+    xp = _namespace(q0)
+    if xp is np:
+        a = np.asarray(alpha, dtype=q0.dtype)
+    else:
+        a = torch.as_tensor(alpha, dtype=q0.dtype, device=q0.device)
+    dot = (q0 * q1).sum(-1)
+    sign = xp.copysign(xp.ones_like(dot), dot)
+    half_turns = xp.arccos(xp.minimum(dot * sign, xp.ones_like(dot))) / np.pi  # theta / pi
+    scale = 1.0 / xp.sinc(half_turns)
+    w0 = (1.0 - a) * xp.sinc((1.0 - a) * half_turns) * scale
+    w1 = a * xp.sinc(a * half_turns) * scale * sign
+    q = w0[..., None] * q0 + w1[..., None] * q1
+    return q / xp.sqrt((q * q).sum(-1))[..., None]
 
 
 def rotation_to_quaternion_wxyz(R: Tensor) -> Tensor:

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from lyra_core.geometry.cameras import plucker_rays
 from lyra_core.models.mamba2 import Mamba2Block
 from lyra_core.models.modeling_utils import check_state_dict, write_folder_atomically
-from lyra_core.utils.errors import CheckpointError
 from lyra_core.scene.gaussians import SH_C0, Gaussians
+from lyra_core.utils.errors import CheckpointError
 
 RAW_CHANNELS = 12  # distance 1, rgb 3, scale 3, rotation 4, opacity 1
 CONFIG_NAME = "config.json"
@@ -219,7 +219,7 @@ class LyraDecoder(nn.Module):
             Ks: (B, V, T', 3, 3) intrinsics of the pixel-resolution frames
                 (H = h * vae_spatial_factor, W = w * vae_spatial_factor).
 
-            Returns:
+        Returns:
             Activated per-pixel Gaussians with leading dims (B, V, T', H, W).
         """
         c = self.config
@@ -282,22 +282,29 @@ class LyraDecoder(nn.Module):
         """Build from ``config.json`` and load ``model.safetensors`` (strict).
 
         Raises:
-            FileNotFoundError: a file is missing.
-            ValueError: unreadable config or weights, or weights that do not match the config.
+            CheckpointError: a missing folder or file, a config that is not a
+                :class:`LyraDecoderConfig` in JSON, unreadable weights, or weights that do not
+                match the config (names and shapes).
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"no decoder at {folder}: {path.name} is missing")
         try:
-            config = LyraDecoderConfig(**json.loads((folder / CONFIG_NAME).read_text()))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ValueError(f"{folder / CONFIG_NAME}: not a LyraDecoderConfig ({err})") from err
-        model = cls(config)
+            data = json.loads(config_path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            model = cls(LyraDecoderConfig(**data))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{config_path}: not a LyraDecoderConfig ({err})") from err
         try:
-            state = load_file(str(folder / WEIGHTS_NAME), device=str(device or "cpu"))
-        except SafetensorError as err:
-            raise CheckpointError(f"{folder / WEIGHTS_NAME}: unreadable weights ({err})") from err
+            state = load_file(str(weights_path), device=str(device or "cpu"))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{weights_path}: unreadable weights ({err})") from err
         check_state_dict(model, {k: v.shape for k, v in state.items()}, folder)
         model.load_state_dict(state)
         return model.to(device) if device is not None else model

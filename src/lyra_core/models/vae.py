@@ -3,18 +3,29 @@
 Lyra reads Cosmos tokenizer latents (8x time, 8x space, 16 channels): diffusers'
 ``AutoencoderKLCosmos``. Real weights load from a local diffusers folder
 (:meth:`VideoVAE.from_pretrained`; nothing is downloaded); :meth:`VideoVAE.tiny` builds a small
-Cosmos-architecture VAE for tests and the CPU-trained model. Frames follow the renderer's layout,
+Cosmos-architecture VAE (by default with Cosmos' 8x factors) for tests and the CPU-trained model
+the shipped student reads (``lyra train-vae``). Frames follow the renderer's layout,
 (B, T, H, W, 3) in [0, 1]; latents follow the decoder's, (B, T', C, h, w) with
 T' = 1 + (T - 1) / 8 (the first frame is encoded on its own, causally).
+
+A folder whose weights do not fit its config is refused with
+:class:`~lyra_core.utils.errors.CheckpointError` (diffusers would re-initialise missing weights
+with a log line only).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from lyra_core.models.modeling_utils import check_state_dict
+from lyra_core.utils.errors import CheckpointError
+
+CONFIG_NAME = "config.json"
 
 
 def _diffusers():
@@ -44,20 +55,41 @@ class VideoVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], **kwargs) -> VideoVAE:
-        """Load a diffusers video VAE folder (``config.json`` names its class).
+        """Load a local diffusers video VAE folder (``config.json`` names its class).
+
+        Args:
+            folder: the diffusers folder (``config.json`` + weights).
+            **kwargs: passed to the diffusers class's ``from_pretrained`` (e.g.
+                ``use_safetensors=True``).
 
         Raises:
-            FileNotFoundError: no ``config.json`` in ``folder``.
-            ValueError: the class is not a diffusers model.
+            CheckpointError: no folder or ``config.json``, a config that is not JSON or names no
+                diffusers model, weights that are missing, unreadable or do not fit the config.
         """
-        import json
+        from safetensors import SafetensorError
 
         folder = Path(folder)
-        class_name = json.loads((folder / "config.json").read_text()).get("_class_name", "")
-        model_class = getattr(_diffusers(), class_name, None)
-        if model_class is None:
-            raise ValueError(f"{folder}: config.json names no diffusers model ({class_name!r})")
-        return cls(model_class.from_pretrained(folder, **kwargs))
+        path = folder / CONFIG_NAME
+        if not path.is_file():
+            raise CheckpointError(f"no video VAE at {folder}: {CONFIG_NAME} is missing")
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path}: not a readable VAE config ({err})") from err
+        class_name = config.get("_class_name", "") if isinstance(config, dict) else ""
+        diffusers = _diffusers()
+        model_class = getattr(diffusers, str(class_name), None) if class_name else None
+        if not (isinstance(model_class, type) and issubclass(model_class, diffusers.ModelMixin)):
+            raise CheckpointError(f"{path}: names no diffusers model ({class_name!r})")
+        try:
+            vae = model_class.from_pretrained(folder, **kwargs)
+            _check_weights(vae, folder)
+            return cls(vae)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
+            message = " ".join(str(err).split())
+            raise CheckpointError(f"video VAE {folder}: {message}") from err
 
     @classmethod
     def tiny(cls, **architecture) -> VideoVAE:
@@ -129,6 +161,19 @@ class VideoVAE(nn.Module):
             raise ValueError(f"T - 1 = {t - 1} frames must be a multiple of {self.temporal_factor}")
         if h % self.spatial_factor or w % self.spatial_factor:
             raise ValueError(f"frames of {w}x{h} must be multiples of {self.spatial_factor}")
+
+
+def _check_weights(vae: nn.Module, folder: Path) -> None:
+    """Refuse safetensors weights in ``folder`` whose names or shapes differ from ``vae``'s."""
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # a safetensors file is not iterable
+            shapes |= {name: weights.get_slice(name).get_shape() for name in names}
+    if shapes:
+        check_state_dict(vae, shapes, folder)
 
 
 def _stats(values, default: float, channels: int) -> Tensor:

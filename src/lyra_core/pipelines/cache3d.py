@@ -1,10 +1,12 @@
 """The 3D cache (GEN3C / Lyra): the input view unprojected with its depth, rendered along the
 camera trajectories over black. It is what the student reads, so the training data
-(:mod:`lyra_core.data.procedural`) and inference (:mod:`lyra_core.pipelines.world`) both make it
+(:mod:`lyra_core.data.generator`) and inference (:mod:`lyra_core.pipelines.world`) both make it
 here.
 
-Renders are batched over cameras and returned on the CPU: colour as uint8 (the training data
-stores uint8, so inference quantises the same way), depth in meters and the coverage mask
+:func:`render_views` is the one batched renderer of the data, the cache and the evaluation: as
+uint8 colour on the CPU (``output_type="uint8"``; the training data stores uint8, so inference
+quantises the same way) or as float colour in [0, 1] on the render device
+(``output_type="float"``, for metrics), with depth in meters and the coverage mask
 ``alpha > 0.5``.
 """
 
@@ -32,6 +34,7 @@ DEFAULT_BATCH_SIZE = 17
 __all__ = [
     "CACHE_BACKGROUND",
     "DEFAULT_BATCH_SIZE",
+    "OUTPUT_TYPES",
     "Renders",
     "cache_gaussians",
     "render_cache",
@@ -41,10 +44,10 @@ __all__ = [
 
 @dataclass
 class Renders:
-    """Renders of N cameras on the CPU.
+    """Renders of N cameras (see :func:`render_views` for where they live).
 
     Attributes:
-        rgb: (N, H, W, 3) uint8.
+        rgb: (N, H, W, 3) uint8, or float32 in [0, 1] (``output_type="float"``).
         depth: (N, H, W) float32 meters, 0 where alpha <= 0.5.
         mask: (N, H, W) bool, alpha > 0.5.
     """
@@ -54,36 +57,51 @@ class Renders:
     mask: Tensor
 
 
+OUTPUT_TYPES: tuple[str, ...] = ("uint8", "float")
+"""What :func:`render_views` returns: uint8 colour on the CPU, or float colour on the device."""
+
+
 def render_views(
     gaussians: Gaussians,
-    camtoworlds: Tensor,
-    intrinsics: Intrinsics,
+    cameras: Cameras,
     background: Sequence[float],
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    output_type: str = "uint8",
 ) -> Renders:
-    """Render (N, 4, 4) float32 camera-to-world poses on ``device``, ``batch_size`` at a time.
+    """Render ``gaussians`` at every camera, ``batch_size`` cameras per render call (no grad).
 
     Args:
         gaussians: the scene, world frame.
-        camtoworlds: (N, 4, 4) poses, OpenCV camera axes.
-        intrinsics: shared by every camera (H x W of the renders).
+        cameras: N cameras (OpenCV axes); their image size is the renders'.
         background: RGB in [0, 1] where nothing is hit.
-        device: torch device to render on.
+        device: torch device to render on; default the Gaussians' device.
         batch_size: cameras per render call.
+        output_type: ``"uint8"``: colour quantised to uint8 (what the data stores), all three
+            tensors on the CPU; ``"float"``: colour as float32 in [0, 1] (clamped, not
+            quantised), all three on ``device``.
+
+    Returns:
+        :class:`Renders` of the N cameras, in camera order.
     """
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = gaussians.means.device if device is None else torch.device(device)
     gaussians = gaussians.to(device=device)
     parts = []
     with torch.inference_mode():
-        for start in range(0, len(camtoworlds), batch_size):
-            poses = camtoworlds[start : start + batch_size].to(device)
-            cams = Cameras.from_intrinsics(poses, intrinsics)
-            out = render(gaussians, cams, background=background)
-            parts.append((out.rgb.cpu(), out.alpha[..., 0].cpu(), out.depth[..., 0].cpu()))
+        for start in range(0, len(cameras), batch_size):
+            batch = cameras[start : start + batch_size].to(device)
+            out = render(gaussians, batch, background=background)
+            parts.append((out.rgb.clamp(0.0, 1.0), out.alpha[..., 0], out.depth[..., 0]))
     rgb, alpha, depth = (torch.cat([p[i] for p in parts]) for i in range(3))
     mask = alpha > 0.5
     depth = torch.where(mask, depth, torch.zeros_like(depth)).to(torch.float32)
-    return Renders(torch.from_numpy(to_uint8(rgb)), depth, mask)
+    if output_type == "float":
+        return Renders(rgb.to(torch.float32), depth, mask)
+    return Renders(torch.from_numpy(to_uint8(rgb)), depth.cpu(), mask.cpu())
 
 
 def cache_gaussians(
@@ -113,5 +131,7 @@ def render_cache(
     device: torch.device | str = "cpu",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Renders:
-    """Render the 3D cache at (N, 4, 4) float32 poses over :data:`CACHE_BACKGROUND`."""
-    return render_views(cache, camtoworlds, intrinsics, CACHE_BACKGROUND, device, batch_size)
+    """Render the 3D cache at (N, 4, 4) float32 poses sharing ``intrinsics`` over
+    :data:`CACHE_BACKGROUND`: uint8 colour, depth and mask on the CPU (:func:`render_views`)."""
+    cameras = Cameras.from_intrinsics(camtoworlds, intrinsics)
+    return render_views(cache, cameras, CACHE_BACKGROUND, device, batch_size)

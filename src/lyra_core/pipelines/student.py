@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 from lyra_core.models.decoder import DecoderOutput, LyraDecoder
-from lyra_core.models.modeling_utils import check_state_dict, write_folder_atomically
+from lyra_core.models.modeling_utils import write_folder_atomically
 from lyra_core.models.vae import VideoVAE
 from lyra_core.utils.errors import CheckpointError
 
@@ -54,7 +54,10 @@ class StudentConfig:
         movement_scale: Lyra trajectory scale of the training data (1.0 = Lyra's magnitudes).
         trajectory_names: the trajectories in the order the student reads them (names of
             :data:`lyra_core.geometry.trajectories.LYRA_TRAJECTORY_NAMES`).
-        training: free-form record of how it was trained (command, data, steps, metrics); JSON.
+        training: record of how it was trained, JSON (written by ``lyra export``): ``config``
+            (the settings file), ``steps`` (this run's), ``cumulative_steps`` (with the runs it
+            continued), ``parents`` (those earlier runs, oldest first: ``config``, ``out_dir``,
+            ``steps``, ``cumulative_steps``), ``settings``, data and validation metrics.
     """
 
     width: int = 64
@@ -230,7 +233,6 @@ class LyraStudent(nn.Module):
         config = StudentConfig.from_pretrained(folder)
         try:
             vae = VideoVAE.from_pretrained(folder / VAE_FOLDER, use_safetensors=True)
-            _check_vae_weights(vae, folder / VAE_FOLDER)
             decoder = LyraDecoder.from_pretrained(folder / DECODER_FOLDER)
             student = cls(vae, decoder)
             student.check_video_size(config.width, config.height, config.num_frames)
@@ -238,15 +240,3 @@ class LyraStudent(nn.Module):
             raise CheckpointError(f"student checkpoint {folder}: {err}") from err
         student.eval()
         return (student.to(device) if device is not None else student), config
-
-
-def _check_vae_weights(vae: VideoVAE, folder: Path) -> None:
-    """diffusers re-initialises weights missing from a file (with a log line only): refuse."""
-    from safetensors import safe_open
-
-    shapes: dict[str, list[int]] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as weights:
-            names = weights.keys()  # a safetensors file is not iterable
-            shapes |= {name: weights.get_slice(name).get_shape() for name in names}
-    check_state_dict(vae.vae, shapes, folder)

@@ -3,7 +3,7 @@
 :class:`LyraWorldPipeline` composes a :class:`lyra_core.pipelines.student.LyraStudent` and the
 :class:`lyra_core.pipelines.student.StudentConfig` it was trained with, like a diffusers pipeline,
 and
-feeds the student exactly what it saw in training (:mod:`lyra_core.data.procedural`):
+feeds the student exactly what it saw in training (:mod:`lyra_core.data.generator`):
 
 1. **cache** -- the image is centre-cropped to the model's aspect ratio and resized to its
    W x H (colour: area averaging; depth: nearest), with the intrinsics cropped and scaled to

@@ -50,12 +50,16 @@ class RenderOutput:
         depth: (C, H, W, 1) expected camera z-depth in meters (sum of w*z / alpha), 0 where
             nothing was hit.
         backend: the backend that rendered it.
+        means2d: (C, N, 2) projected Gaussian centres in pixels, part of the autograd graph
+            (call ``retain_grad()`` on it before ``backward`` to read the view-space gradients
+            that 3DGS densification uses); None on the gsplat backend and for empty scenes.
     """
 
     rgb: Tensor
     alpha: Tensor
     depth: Tensor
     backend: str
+    means2d: Tensor | None = None
 
 
 def available_backends() -> list[str]:
@@ -147,7 +151,9 @@ def render(
     alpha = (1.0 - trans)[..., None]
     rgb = accumulated[..., :3] + trans[..., None] * bg
     depth = accumulated[..., 3:] / alpha.clamp_min(1e-10)
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, backend=chosen)
+    return RenderOutput(
+        rgb=rgb, alpha=alpha, depth=depth, backend=chosen, means2d=projected.means2d
+    )
 
 
 def _choose_backend(backend: str, device: torch.device) -> str:

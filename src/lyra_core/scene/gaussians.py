@@ -15,15 +15,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lyra_core.utils.checks import check_finite, check_shape
+from lyra_core.utils.checks import check_shape
 
-__all__ = ["MAX_SH_DEGREE", "OPACITY_EPS", "SH_C0", "Gaussians", "num_sh_coeffs"]
+__all__ = [
+    "LOG_SCALE_MAX",
+    "MAX_SH_DEGREE",
+    "OPACITY_EPS",
+    "QUAT_MIN_NORM",
+    "SH_C0",
+    "Gaussians",
+    "InvalidGaussians",
+    "num_sh_coeffs",
+]
 
 SH_C0 = 0.28209479177387814
 """Zeroth-order real spherical-harmonic constant, ``1 / (2 * sqrt(pi))``."""
 
 OPACITY_EPS = 1e-6
 """``from_activated`` clamps opacities to ``[OPACITY_EPS, 1 - OPACITY_EPS]`` before the logit."""
+
+QUAT_MIN_NORM = 1e-12
+""":meth:`Gaussians.validate` refuses quaternions whose four components are all smaller than
+this in magnitude: their norm underflows in float32, so renderers cannot normalise them (the
+torch backend drops such a Gaussian, gsplat's kernel divides by zero)."""
+
+LOG_SCALE_MAX = 0.5 * math.log(torch.finfo(torch.float32).max)
+""":meth:`Gaussians.validate` refuses log scales above this (about 44.36, a scale of about
+1.8e19 meters): the variance ``scale**2`` of the covariance overflows float32."""
 
 MAX_SH_DEGREE = 3
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -46,6 +64,38 @@ def _check_sh_degree(name: str, degree: int) -> None:
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype to compute activations in: at least float32, so half inputs do not overflow."""
     return torch.promote_types(dtype, torch.float32)
+
+
+@dataclass(frozen=True)
+class InvalidGaussians:
+    """Where a scene first fails :meth:`Gaussians.validate`, from :meth:`Gaussians.find_invalid`.
+
+    Attributes:
+        field: the tensor field at fault, e.g. ``"quats"``.
+        reason: what is wrong, e.g. ``"contains 2 non-finite value(s) (NaN or inf)"``.
+        index: the first bad Gaussian.
+        count: how many Gaussians are bad for this reason.
+        column: the first bad component of Gaussian ``index`` in its flattened row of ``field``
+            (``sh``: ``k * 3 + channel``; ``0`` for the 1-D fields); ``None`` when the row as a
+            whole is at fault (a near-zero quaternion).
+    """
+
+    field: str
+    reason: str
+    index: int
+    count: int
+    column: int | None
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.reason}: {self.count} Gaussian(s), first at index {self.index}"
+
+
+def _first_bad(field: str, reason: str, bad: Tensor, whole_row: bool = False) -> InvalidGaussians:
+    """Describe the bad entries of ``bad``, an ``(N, C)`` bool mask with at least one True."""
+    rows = bad.any(dim=1)
+    index = int(torch.argmax(rows.to(torch.uint8)))  # argmax returns the first maximum
+    column = None if whole_row else int(torch.argmax(bad[index].to(torch.uint8)))
+    return InvalidGaussians(field, reason, index, int(rows.sum()), column)
 
 
 @dataclass(eq=False, repr=False)
@@ -120,21 +170,59 @@ class Gaussians:
 
     # ------------------------------------------------------------------ checks
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field that holds NaN or inf.
+    def find_invalid(self) -> InvalidGaussians | None:
+        """The first reason this scene cannot be rendered, or ``None`` if it is valid.
 
-        Also rejects quaternions whose four components are all zero (zero norm), which
-        cannot be normalised into a rotation.
+        The one definition of a valid scene (:meth:`validate`, the renderers, and the PLY
+        reader and writer use it). Checked field by field in declaration order:
+
+        - every value is finite (no NaN or inf);
+        - every quaternion has a component of magnitude ``>= QUAT_MIN_NORM`` (1e-12), so it
+          can be normalised into a rotation;
+        - every log scale is ``<= LOG_SCALE_MAX`` (about 44.36), so the variance ``scale**2``
+          is finite in float32.
+
+        Other values (huge means, opacity logits or SH coefficients) render: such Gaussians
+        fall outside the view or saturate.
         """
+        n = self.num_gaussians
+        if n == 0:
+            return None
         for name, value in self._tensors().items():
-            check_finite(name, value)
-            if name == "quats" and value.numel():
-                zero = ~(value != 0).any(dim=-1)
-                if bool(zero.any()):
-                    raise ValueError(
-                        f"quats contains {int(zero.sum())} zero-norm quaternion(s); "
-                        "every rotation needs a non-zero (w, x, y, z)"
+            rows = value.detach().reshape(n, -1)
+            finite = torch.isfinite(rows)
+            if not bool(finite.all()):
+                bad = ~finite
+                reason = f"contains {int(bad.sum())} non-finite value(s) (NaN or inf)"
+                return _first_bad(name, reason, bad)
+            if name == "quats":
+                small = (rows.float().abs().amax(dim=1) < QUAT_MIN_NORM)[:, None]
+                if bool(small.any()):
+                    reason = (
+                        f"contains {int(small.sum())} zero-norm quaternion(s) (every component "
+                        f"below {QUAT_MIN_NORM:g}); every rotation needs a non-zero (w, x, y, z)"
                     )
+                    return _first_bad(name, reason, small, whole_row=True)
+            if name == "log_scales":
+                big = rows > LOG_SCALE_MAX
+                if bool(big.any()):
+                    reason = (
+                        f"contains {int(big.sum())} value(s) above {LOG_SCALE_MAX:.2f}, whose "
+                        "squared scale overflows float32"
+                    )
+                    return _first_bad(name, reason, big)
+        return None
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for the first problem :meth:`find_invalid` reports.
+
+        The message starts with the field and the problem and ends with the number of bad
+        Gaussians and the first one's index, e.g. ``"quats contains 1 non-finite value(s)
+        (NaN or inf): 1 Gaussian(s), first at index 7"``.
+        """
+        invalid = self.find_invalid()
+        if invalid is not None:
+            raise ValueError(str(invalid))
 
     # ------------------------------------------------------------------ properties
 

@@ -13,20 +13,17 @@ and ignored on read. The optional trailing ``time`` property holds per-Gaussian 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import struct
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
 from torch import Tensor
 
-from lyra_core.scene.gaussians import MAX_SH_DEGREE, Gaussians, num_sh_coeffs
+from lyra_core.scene.gaussians import MAX_SH_DEGREE, Gaussians, InvalidGaussians, num_sh_coeffs
+from lyra_core.utils.atomic import STALE_TEMP_AGE_S, atomic_write, sweep_stale_temp_files
 from lyra_core.utils.errors import PlyFormatError
 
 __all__ = ["PlyFormatError", "read_ply", "write_ply"]
@@ -42,6 +39,15 @@ _TAIL = ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", 
 _REST_PREFIX = "f_rest_"
 # Number of f_rest_* properties -> SH degree: 3 * ((d + 1)**2 - 1).
 _DEGREE_BY_REST_COUNT = {3 * (num_sh_coeffs(d) - 1): d for d in range(MAX_SH_DEGREE + 1)}
+# Bytes of each PLY scalar type, for the size check of the header's element counts.
+_TYPE_BYTES = {
+    **dict.fromkeys(("char", "uchar", "int8", "uint8"), 1),
+    **dict.fromkeys(("short", "ushort", "int16", "uint16"), 2),
+    **dict.fromkeys(("int", "uint", "int32", "uint32", "float", "float32"), 4),
+    **dict.fromkeys(("double", "float64"), 8),
+}
+# How much of a file the header size check reads (3DGS headers take about 2 KiB).
+_HEADER_READ_LIMIT = 1 << 20
 # What plyfile and numpy raise on malformed input; wrapped into PlyFormatError.
 _PARSE_ERRORS = (
     PlyParseError,
@@ -117,41 +123,30 @@ def _vertex_array(gaussians: Gaussians) -> np.ndarray:
     return table.astype("<f4", copy=False).view(record).reshape(n)
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temp file in ``path``'s directory, then ``os.replace`` it onto ``path``.
-
-    The temp file is removed if anything fails, so ``path`` is either untouched or complete.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_ply(path: StrPath, gaussians: Gaussians) -> None:
     """Write ``gaussians`` to ``path`` as a standard binary 3DGS PLY, atomically.
 
     Tensors on any device and of any floating dtype are written as float32; float32 scenes
     round-trip bit-exactly through :func:`read_ply`. The parent directory must exist.
 
+    The write goes through :func:`~lyra_core.utils.atomic.atomic_write`: readers see the old
+    file or the new one, an existing file keeps its mode and group, and a failed or killed
+    write leaves the old file. Temporary files that killed saves left in the target folder
+    and that have not changed for :data:`~lyra_core.utils.atomic.STALE_TEMP_AGE_S` seconds
+    (ten minutes; a save in progress changes its file far more often) are swept first.
+
     Raises:
-        ValueError: if ``gaussians.validate()`` fails (NaN/inf, zero quaternions); nothing
-            is written then.
+        ValueError: if ``gaussians.validate()`` fails (NaN/inf, zero quaternions, overflowing
+            scales); nothing is written then.
+        FileNotFoundError: the parent directory does not exist.
     """
     gaussians.validate()
     path = Path(os.fspath(path))
     vertex = PlyElement.describe(_vertex_array(gaussians), _VERTEX)
     ply = PlyData([vertex], text=False, byte_order="<")
-    _write_atomic(path, ply.write)
+    sweep_stale_temp_files(path.parent, older_than=STALE_TEMP_AGE_S)
+    with atomic_write(path) as f:
+        ply.write(f)
 
 
 # ---------------------------------------------------------------------- reading
@@ -209,25 +204,80 @@ def _as_float_matrix(data: np.ndarray) -> np.ndarray | None:
 def _gather(
     path: Path, data: np.ndarray, matrix: np.ndarray | None, names: list[str]
 ) -> np.ndarray:
-    """``(N, len(names))`` float32 copy of the named properties; rejects NaN/inf.
+    """``(N, len(names))`` float32 copy of the named properties (validated later, as a scene).
 
     ``matrix`` is ``_as_float_matrix(data)``, passed in to compute it once per file.
     """
     if matrix is not None:
         columns = [data.dtype.names.index(name) for name in names]
-        table = np.take(matrix, columns, axis=1).astype(np.float32, copy=False)
-    else:
-        table = np.empty((data.shape[0], len(names)), dtype=np.float32)
-        for j, name in enumerate(names):
-            table[:, j] = data[name]
-    finite = np.isfinite(table)
-    if not finite.all():
-        bad = (~finite).sum(axis=0)
-        j = int(np.flatnonzero(bad)[0])
-        raise PlyFormatError(
-            f"{path}: property {names[j]!r} holds {int(bad[j])} non-finite value(s) (NaN or inf)"
-        )
+        return np.take(matrix, columns, axis=1).astype(np.float32, copy=False)
+    table = np.empty((data.shape[0], len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        table[:, j] = data[name]
     return table
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a header whose element counts need more bytes than the file holds.
+
+    Runs before plyfile, which allocates ``count`` rows up front for ASCII files and files
+    with list properties: a corrupt ``element vertex 4000000000`` would otherwise ask for
+    hundreds of gigabytes. The bound is a minimum: binary rows take the sizes of their
+    scalars (lists at least their length field), ASCII rows at least two bytes (a digit and
+    a separator) per property. Headers this check cannot parse are left to plyfile's own
+    errors.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_READ_LIMIT)
+        file_size = os.fstat(f.fileno()).st_size
+    end = head.find(b"end_header")
+    newline = head.find(b"\n", end) if end >= 0 else -1
+    if newline < 0:
+        return
+    try:
+        lines = head[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        return
+    fmt = None
+    elements: list[list] = []  # [name, count, minimum bytes per row]
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "format":
+            fmt = words[1]
+        elif len(words) == 3 and words[0] == "element":
+            if not words[2].isdigit():
+                return
+            elements.append([words[1], int(words[2]), 0])
+        elif len(words) >= 3 and words[0] == "property" and elements:
+            type_name = words[2] if words[1] == "list" else words[1]
+            if type_name not in _TYPE_BYTES:
+                return
+            elements[-1][2] += 2 if fmt == "ascii" else _TYPE_BYTES[type_name]
+    if fmt is None:
+        return
+    need = sum(count * row for _, count, row in elements) - (fmt == "ascii")
+    available = file_size - (newline + 1)
+    if need > available:
+        declared = ", ".join(f"{count} {name!r}" for name, count, _ in elements)
+        raise PlyFormatError(
+            f"{path}: truncated PLY file or corrupt header: it declares {declared} elements, "
+            f"at least {need} bytes, but only {available} bytes follow the header"
+        )
+
+
+def _invalid_gaussians_error(
+    path: Path, invalid: InvalidGaussians, n: int, sh_degree: int, has_time: bool
+) -> PlyFormatError:
+    """A :class:`PlyFormatError` naming the vertex and the PLY property of ``invalid``."""
+    props = _field_names(sh_degree, has_time)[invalid.field]
+    if invalid.column is None:
+        where = "properties " + ", ".join(repr(p) for p in props)
+    else:
+        where = f"property {props[invalid.column]!r}"
+    return PlyFormatError(
+        f"{path}: vertex {invalid.index}, {where}: {invalid.field} {invalid.reason} "
+        f"({invalid.count} of {n} vertices bad, the first is vertex {invalid.index})"
+    )
 
 
 def _describe_parse_error(error: Exception) -> str:
@@ -241,6 +291,7 @@ def _describe_parse_error(error: Exception) -> str:
 
 def _load(path: Path) -> tuple[np.ndarray, int, bool]:
     """Parse ``path``; return its ``(N,)`` structured vertex data, SH degree and time flag."""
+    _check_declared_sizes(path)
     try:
         ply = PlyData.read(os.fspath(path))
     except FileNotFoundError:
@@ -263,10 +314,16 @@ def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussia
     ``opacity``, ``scale_0..2`` and ``rot_0..3``; the SH degree follows from the number of
     ``f_rest_*`` properties (0, 9, 24 or 45); a ``time`` property fills ``times``.
 
+    The Gaussians read must pass :meth:`Gaussians.validate` (finite values, quaternions that
+    can be normalised, scales whose square fits in float32): one bad vertex would make every
+    render of the scene fail, so the file is refused with the first bad vertex, its property
+    and the number of bad vertices.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         PlyFormatError: if the file is not a valid 3DGS PLY (bad or truncated header or
-            data, missing vertex element or properties, wrong ``f_rest`` count, NaN/inf).
+            data, element counts larger than the file, missing vertex element or
+            properties, wrong ``f_rest`` count) or holds invalid Gaussians.
     """
     path = Path(os.fspath(path))
     data, degree, has_time = _load(path)
@@ -276,12 +333,10 @@ def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussia
     for field, names in _field_names(degree, has_time).items():
         try:
             table = _gather(path, data, matrix, names)
-        except PlyFormatError:
-            raise
         except _PARSE_ERRORS as e:
             raise PlyFormatError(f"{path}: cannot read {field} as float32: {e}") from e
-        fields[field] = torch.from_numpy(table).to(device)
-    return Gaussians(
+        fields[field] = torch.from_numpy(table)
+    gaussians = Gaussians(
         means=fields["means"],
         quats=fields["quats"],
         log_scales=fields["log_scales"],
@@ -289,3 +344,7 @@ def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussia
         sh=fields["sh"].reshape(n, num_sh_coeffs(degree), 3),
         times=fields["times"].reshape(n) if has_time else None,
     )
+    invalid = gaussians.find_invalid()
+    if invalid is not None:
+        raise _invalid_gaussians_error(path, invalid, n, degree, has_time)
+    return gaussians if device is None else gaussians.to(device)

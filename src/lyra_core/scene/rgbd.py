@@ -36,6 +36,7 @@ def gaussians_from_rgbd(
     opacity: float = 0.95,
     min_depth: float = 1e-3,
     max_depth: float = math.inf,
+    mask: Tensor | np.ndarray | None = None,
 ) -> Gaussians:
     """Gaussians from a colour image and a registered depth map.
 
@@ -47,6 +48,7 @@ def gaussians_from_rgbd(
         camtoworld: (4, 4) pose of the camera in the world (OpenCV axes); identity if None.
         stride: keep every stride-th pixel in both directions (discs grow to match).
         opacity: opacity of every disc, in (0, 1).
+        mask: optional (H, W) bool: only these pixels become Gaussians.
 
     Returns:
         Gaussians in world coordinates (float32, SH degree 0), one per valid kept pixel.
@@ -72,6 +74,11 @@ def gaussians_from_rgbd(
     cols = torch.arange(0, size[1], stride)
     z = depth_t[rows][:, cols]
     valid = torch.isfinite(z) & (z >= min_depth) & (z <= max_depth)
+    if mask is not None:
+        keep = _as_tensor(mask).to(torch.bool)
+        if tuple(keep.shape) != size:
+            raise ValueError(f"mask must have shape {size} like the image, got {tuple(keep.shape)}")
+        valid &= keep[rows][:, cols]
     v, u = torch.meshgrid(rows.float(), cols.float(), indexing="ij")
     z, u, v = z[valid], u[valid], v[valid]
     points_cam = torch.stack(

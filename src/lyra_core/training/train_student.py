@@ -9,9 +9,15 @@ distillation_loss`), with gradient clipping. Outputs in ``out_dir``:
 
 - ``log.jsonl``: one line per logged step (loss terms, learning rate, seconds);
 - ``checkpoints/step_XXXXXXX/``: ``decoder/`` (config.json + model.safetensors) and
-  ``trainer.pt`` (optimizer, step); training resumes from the newest one;
+  ``trainer.pt`` (optimizer, step, data generator); training resumes from the newest one;
 - ``validation/step_XXXXXXX.png``: held-out targets (top) over renders (bottom), with PSNR,
-  SSIM and the perceptual distance in the log.
+  SSIM and the perceptual distance in the log;
+- ``train_config.yaml`` (the settings) and ``lineage.json`` (the earlier runs a run started from
+  a previous decoder continues: :mod:`lyra_core.training.lineage`).
+
+The loop (seeding, accelerate, resume, schedule, logging, cadences) is
+:class:`lyra_core.training.trainer.Trainer`; this module is the student's
+:class:`StudentTask`.
 
 The perceptual loss term and ``val_perceptual`` use the metric named by ``perceptual``
 (:func:`lyra_core.models.perceptual.metric.load_perceptual`: ST-LPIPS AlexNet by default, ``none``
@@ -20,32 +26,31 @@ for none).
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from lyra_core.data.format import TargetViews, list_scenes, load_scene, scene_targets
-from lyra_core.evaluation.evaluate import image_metrics, render_views, student_method
+from lyra_core.evaluation.evaluate import render_heldout, student_method
+from lyra_core.evaluation.metrics import image_metrics
 from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
 from lyra_core.models.perceptual.metric import PerceptualMetric, load_perceptual
 from lyra_core.models.vae import VideoVAE
-from lyra_core.pipelines.student import LyraStudent
-from lyra_core.training.checkpoints import (
-    checkpoint_folder,
-    latest_checkpoint,
-    load_trainer_state,
-    save_trainer_state,
+from lyra_core.pipelines.student import DECODER_FOLDER, STUDENT_CONFIG_NAME, LyraStudent
+from lyra_core.training.config import (
+    config_from_args,
+    load_yaml_dataclass,
+    run_command,
+    training_parser,
 )
-from lyra_core.training.config import load_yaml_dataclass, parse_training_args
 from lyra_core.training.distill import distillation_loss
+from lyra_core.training.lineage import DECODER_PRESETS, LINEAGE_NAME, write_lineage
 from lyra_core.training.losses import LossWeights
-from lyra_core.training.schedules import set_learning_rate, warmup_cosine
+from lyra_core.training.trainer import Trainer, TrainingTask
+from lyra_core.utils.errors import CheckpointError, ConfigError, DataError
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
 
 
@@ -55,7 +60,7 @@ class TrainConfig:
 
     data_dir: str = "data/procedural"
     out_dir: str = "outputs/train"
-    decoder: str = "tiny"  # preset name (tiny, reference) or a checkpoint folder
+    decoder: str = "tiny"  # preset (tiny, reference), a decoder folder or a student folder
     decoder_overrides: dict = field(default_factory=dict)
     vae: str = "tiny"  # "tiny" or a diffusers VAE folder
     steps: int = 1000
@@ -83,25 +88,36 @@ class TrainConfig:
 
 
 def build_vae(config: TrainConfig) -> VideoVAE:
-    """The frozen video VAE the student reads: ``tiny`` or a diffusers folder."""
+    """The frozen video VAE the student reads: ``tiny`` or a diffusers folder.
+
+    Raises:
+        CheckpointError: a folder that holds no loadable VAE.
+    """
     return VideoVAE.tiny() if config.vae == "tiny" else VideoVAE.from_pretrained(config.vae)
 
 
 def build_student(config: TrainConfig) -> LyraStudent:
+    """The VAE and the decoder to train: a preset with ``decoder_overrides``, or the decoder of
+    a folder (a decoder folder, or a student folder's ``decoder/``).
+
+    Raises:
+        ConfigError: overrides that are not decoder settings.
+        CheckpointError: a folder that holds no loadable decoder.
+    """
     vae = build_vae(config)
-    if config.decoder in ("tiny", "reference"):
-        base = getattr(LyraDecoderConfig, config.decoder)()
-        decoder = LyraDecoder(LyraDecoderConfig(**{**base.to_dict(), **config.decoder_overrides}))
+    if config.decoder in DECODER_PRESETS:
+        base = getattr(LyraDecoderConfig, config.decoder)().to_dict()
+        try:
+            decoder_config = LyraDecoderConfig(**{**base, **config.decoder_overrides})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"decoder_overrides {config.decoder_overrides}: {err}") from err
+        decoder = LyraDecoder(decoder_config)
     else:
-        decoder = LyraDecoder.from_pretrained(config.decoder)
+        folder = Path(config.decoder)
+        if (folder / STUDENT_CONFIG_NAME).is_file():
+            folder = folder / DECODER_FOLDER
+        decoder = LyraDecoder.from_pretrained(folder)
     return LyraStudent(vae, decoder)
-
-
-def save_checkpoint(out_dir: Path, step: int, decoder: LyraDecoder, optimizer) -> Path:
-    folder = checkpoint_folder(out_dir, step)
-    decoder.save_pretrained(folder / "decoder")
-    save_trainer_state(folder, step, optimizer)
-    return folder
 
 
 def validate(
@@ -113,12 +129,12 @@ def validate(
 ) -> dict:
     """Render the held-out views of validation scenes as inference does (pruned by the decoder's
     ``prune_ratio``): PNG grid of the first + mean ``val_psnr``, ``val_ssim`` and, with a
-    metric, ``val_perceptual`` (:func:`lyra_core.evaluation.evaluate.image_metrics`)."""
+    metric, ``val_perceptual`` (:func:`lyra_core.evaluation.metrics.image_metrics`)."""
     scores: dict[str, list[float]] = {}
     world = student_method(student)
     for index, scene_dir in enumerate(scene_dirs):
         sample = load_scene(scene_dir)
-        rendered = render_views(world(sample), sample.heldout, sample.background)
+        rendered = render_heldout(world(sample), sample)
         target = (sample.heldout.rgb.float() / 255.0).to(rendered.device)
         if index == 0:
             sheet = contact_sheet(
@@ -143,99 +159,133 @@ def select_views(targets: TargetViews, count: int | None, rng: torch.Generator) 
     )
 
 
-def train(config: TrainConfig) -> Path:
-    """Run (or resume) training; returns the output folder."""
-    from accelerate import Accelerator
+class StudentTask(TrainingTask):
+    """Self-distillation of the student's decoder (the VAE stays frozen): each step decodes one
+    random training scene and renders ``target_views`` random target views."""
 
-    torch.manual_seed(config.seed)
-    out_dir = Path(config.out_dir)
-    train_scenes = list_scenes(Path(config.data_dir) / "train")
-    val_scenes = list_scenes(Path(config.data_dir) / "val")
-    if not train_scenes:
-        raise FileNotFoundError(f"no training scenes in {Path(config.data_dir) / 'train'}")
-    weights = LossWeights(**config.loss)
-    perceptual = load_perceptual(config.perceptual)
-    if weights.perceptual and perceptual is None:
-        raise ValueError(
-            f"loss weight perceptual {weights.perceptual} needs a perceptual metric, "
-            f"got perceptual: {config.perceptual!r}"
-        )
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    if perceptual is not None:
-        perceptual.to(accelerator.device)
-    student = build_student(config)
-    optimizer = torch.optim.AdamW(
-        student.decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    start = 0
-    resume = latest_checkpoint(out_dir)
-    if resume is not None:
-        saved = LyraDecoder.from_pretrained(resume / "decoder")
-        student.decoder.load_state_dict(saved.state_dict())
-        start = load_trainer_state(resume, optimizer)
-    student.decoder, optimizer = accelerator.prepare(student.decoder, optimizer)
-    student.vae.to(accelerator.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
-        (out_dir / "train_config.yaml").write_text(yaml.safe_dump(asdict(config)))
+    name = "train"
+    loss_key = "loss"
 
-    perceptual_loss = perceptual.loss if perceptual is not None else None
-    rng = torch.Generator().manual_seed(config.seed + start)
-    log = (out_dir / "log.jsonl").open("a")
-    progress = tqdm(
-        range(start, config.steps),
-        initial=start,
-        total=config.steps,
-        desc="train",
-        disable=not accelerator.is_main_process,
-    )
-    for step in progress:
-        began = time.perf_counter()
-        set_learning_rate(
-            optimizer, config.lr * warmup_cosine(step, config.steps, config.warmup_steps)
-        )
-        scene = train_scenes[int(torch.randint(len(train_scenes), (1,), generator=rng))]
+    def __init__(
+        self,
+        config: TrainConfig,
+        student: LyraStudent,
+        train_scenes: list[Path],
+        val_scenes: list[Path],
+        perceptual: PerceptualMetric | None,
+    ) -> None:
+        self.config = config
+        self.student = student
+        self.train_scenes = train_scenes
+        self.val_scenes = val_scenes
+        self.perceptual = perceptual
+        self.weights = LossWeights(**config.loss)
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained decoder (``student.decoder``)."""
+        return self.student.decoder
+
+    @model.setter
+    def model(self, module: nn.Module) -> None:
+        self.student.decoder = module
+
+    def loss(self, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        config = self.config
+        scene = self.train_scenes[int(torch.randint(len(self.train_scenes), (1,), generator=rng))]
         sample = load_scene(scene)
         targets = select_views(
             scene_targets(sample, config.frames_per_trajectory), config.target_views, rng
         )
-        with accelerator.autocast():
-            loss, terms = distillation_loss(
-                student,
-                sample,
-                targets,
-                weights,
-                perceptual=perceptual_loss,
-                prune_ratio=config.prune_ratio,
-            )
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(student.decoder.parameters(), config.grad_clip)
-        optimizer.step()
-        done = step + 1
-        record = {
-            "step": done,
-            "loss": float(loss.detach()),
-            **terms,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - began, 3),
-        }
-        progress.set_postfix(loss=f"{record['loss']:.4f}")
-        if accelerator.is_main_process and val_scenes and done % config.val_every == 0:
-            record |= validate(student, val_scenes[: config.val_scenes], out_dir, done, perceptual)
-        if accelerator.is_main_process and (done % config.log_every == 0 or "val_psnr" in record):
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if accelerator.is_main_process and (done % config.save_every == 0 or done == config.steps):
-            save_checkpoint(out_dir, done, accelerator.unwrap_model(student.decoder), optimizer)
-    log.close()
+        return distillation_loss(
+            self.student,
+            sample,
+            targets,
+            self.weights,
+            perceptual=self.perceptual.loss if self.perceptual is not None else None,
+            prune_ratio=config.prune_ratio,
+        )
+
+    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+        if not self.val_scenes:
+            return {}
+        student = LyraStudent(self.student.vae, model)
+        scenes = self.val_scenes[: self.config.val_scenes]
+        return validate(student, scenes, Path(self.config.out_dir), step, self.perceptual)
+
+    def save(self, folder: Path, model: nn.Module) -> None:
+        model.save_pretrained(folder / DECODER_FOLDER)
+
+    def load(self, folder: Path) -> None:
+        saved = LyraDecoder.from_pretrained(folder / DECODER_FOLDER)
+        try:
+            self.student.decoder.load_state_dict(saved.state_dict())
+        except RuntimeError as err:
+            ours = self.student.decoder.config.to_dict()
+            differ = [
+                f"{k} {v} there, {ours[k]} here"
+                for k, v in saved.config.to_dict().items()
+                if ours.get(k) != v
+            ]
+            raise CheckpointError(
+                f"{folder / DECODER_FOLDER} does not fit this run's decoder "
+                f"({'; '.join(differ) or 'other weights'})"
+            ) from err
+
+
+def train(config: TrainConfig, config_path: str | None = None) -> Path:
+    """Run (or resume) training; returns the output folder.
+
+    Args:
+        config: the settings.
+        config_path: the settings file, recorded in ``lineage.json`` (None: not from a file).
+
+    Raises:
+        DataError: no training scenes.
+        ConfigError: settings that do not fit together (loss terms, perceptual metric,
+            decoder overrides).
+        CheckpointError: a ``decoder``/``vae`` folder, or the checkpoint to resume from, that
+            cannot be loaded.
+    """
+    out_dir = Path(config.out_dir)
+    train_scenes = list_scenes(Path(config.data_dir) / "train")
+    val_scenes = list_scenes(Path(config.data_dir) / "val")
+    if not train_scenes:
+        raise DataError(f"no training scenes in {Path(config.data_dir) / 'train'}")
+    try:
+        weights = LossWeights(**config.loss)
+    except TypeError as err:
+        raise ConfigError(f"loss {config.loss}: {err}") from err
+    trainer = Trainer(config)
+    try:
+        perceptual = load_perceptual(config.perceptual)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(f"perceptual {config.perceptual!r}: {err}") from err
+    if weights.perceptual and perceptual is None:
+        raise ConfigError(
+            f"loss weight perceptual {weights.perceptual} needs a perceptual metric, "
+            f"got perceptual: {config.perceptual!r}"
+        )
+    if perceptual is not None:
+        perceptual.to(trainer.device)
+    student = build_student(config)
+    student.vae.to(trainer.device)
+    if trainer.is_main_process and not (out_dir / LINEAGE_NAME).exists():
+        write_lineage(out_dir, config_path, config.decoder)
+    trainer.fit(StudentTask(config, student, train_scenes, val_scenes, perceptual))
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_training_args(TrainConfig, "lyra train", __doc__, argv)
-    print(f"training output in {train(config)}")
-    return 0
+    """``lyra train``: returns 0, or 2 after one line on stderr for an expected failure."""
+    args = training_parser("lyra train", __doc__).parse_args(argv)
+
+    def command() -> int:
+        config = config_from_args(TrainConfig, args)
+        print(f"training output in {train(config, config_path=str(args.config))}")
+        return 0
+
+    return run_command("lyra train", command)
 
 
 if __name__ == "__main__":

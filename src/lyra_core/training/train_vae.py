@@ -1,46 +1,49 @@
-"""Train the small video VAE the embedded student reads latents from:
+"""Train the small video VAE the shipped student reads latents from:
 ``lyra train-vae --config config/vae_tiny.yaml``.
 
 Lyra reads the latents of NVIDIA's Cosmos tokenizer; its weights cannot be downloaded here, so
-the embedded default is a small Cosmos-architecture VAE (:meth:`VideoVAE.tiny`: 8x time, 8x space,
-16 channels) trained on this project's procedural data: the trajectory videos of the training
-scenes, both the scene renders (what the teacher will generate) and the 3D-cache renders (what
-the student reads today), with an L1 reconstruction loss (Cosmos' continuous tokenizer is a
-plain autoencoder, no KL term). After training, the per-channel latent mean and standard
-deviation over training videos are written into the VAE's config (``latents_mean``,
-``latents_std``) so :meth:`VideoVAE.encode` returns normalised latents.
+the project's VAE is a small Cosmos-architecture one (:meth:`VideoVAE.tiny`: 8x time, 8x space,
+16 channels by default; ``architecture`` overrides its arguments) trained on this project's
+procedural data: the trajectory videos of the training scenes, both the scene renders (what the
+teacher will generate) and the 3D-cache renders (what the student reads today), with an L1
+reconstruction loss (Cosmos' continuous tokenizer is a plain autoencoder, no KL term). After
+training, the per-channel latent mean and standard deviation over training videos are written
+into the VAE's config (``latents_mean``, ``latents_std``) so :meth:`VideoVAE.encode` returns
+normalised latents.
 
-Outputs in ``out_dir``: ``log.jsonl``, ``checkpoints/step_XXXXXXX/`` (``vae/`` + ``trainer.pt``;
-training resumes from the newest), ``validation/step_XXXXXXX.png`` (frames over their
-reconstructions), and at the end ``vae/`` (the final diffusers folder with latent statistics)
-and ``report.json`` (reconstruction PSNR on the validation scenes).
+Outputs in ``out_dir``: ``train_config.yaml``, ``log.jsonl``, ``checkpoints/step_XXXXXXX/``
+(``vae/`` + ``trainer.pt``; training resumes from the newest), ``validation/step_XXXXXXX.png``
+(frames over their reconstructions), and at the end ``vae/`` (the final diffusers folder with
+latent statistics) and ``report.json`` (reconstruction PSNR on the validation scenes).
+
+The loop (seeding, accelerate, resume, schedule, logging, cadences) is
+:class:`lyra_core.training.trainer.Trainer`; this module is the VAE's :class:`VAETask`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
-from torch import Tensor
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from lyra_core.data.format import list_scenes, load_scene
 from lyra_core.evaluation.metrics import psnr
 from lyra_core.models.vae import VideoVAE
-from lyra_core.training.checkpoints import (
-    checkpoint_folder,
-    latest_checkpoint,
-    load_trainer_state,
-    save_trainer_state,
+from lyra_core.training.config import (
+    config_from_args,
+    load_yaml_dataclass,
+    run_command,
+    training_parser,
 )
-from lyra_core.training.config import load_yaml_dataclass, parse_training_args
-from lyra_core.training.schedules import set_learning_rate, warmup_cosine
+from lyra_core.training.trainer import Trainer, TrainingTask
+from lyra_core.utils.errors import CheckpointError, ConfigError, DataError
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png, write_text
+
+VAE_FOLDER = "vae"
 
 
 @dataclass
@@ -157,78 +160,81 @@ def _write_validation(vae: VideoVAE, video: Tensor, path: Path) -> None:
     write_png(path, sheet)
 
 
-def _save_checkpoint(out_dir: Path, step: int, vae: VideoVAE, optimizer) -> None:
-    folder = checkpoint_folder(out_dir, step)
-    vae.save_pretrained(folder / "vae")
-    save_trainer_state(folder, step, optimizer)
+class VAETask(TrainingTask):
+    """Reconstruction training of the video VAE: each step encodes and decodes ``batch_size``
+    random training videos (L1); validation reports reconstruction PSNR on the first 8 fixed
+    validation videos and writes a frame grid of the first."""
 
+    name = "train vae"
+    loss_key = "l1"
+    validate_at_end = True
 
-def _resume(out_dir: Path, vae: VideoVAE, optimizer) -> int:
-    folder = latest_checkpoint(out_dir)
-    if folder is None:
-        return 0
-    vae.vae.load_state_dict(VideoVAE.from_pretrained(folder / "vae").vae.state_dict())
-    return load_trainer_state(folder, optimizer)
+    def __init__(
+        self,
+        config: VAETrainConfig,
+        vae: VideoVAE,
+        train_scenes: list[Path],
+        val_videos: list[tuple[str, Tensor]],
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.vae = vae
+        self.model = vae
+        self.train_scenes = train_scenes
+        self.val_videos = val_videos
+        self.device = device
+
+    def loss(self, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        videos = sample_batch(self.train_scenes, self.config, rng).to(self.device)
+        # the VAE itself, not accelerate's wrapper: the loss calls its encoder and decoder
+        return reconstruction_loss(self.vae, videos), {}
+
+    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+        path = Path(self.config.out_dir) / "validation" / f"step_{step:07d}.png"
+        scores = reconstruction_psnr(model, self.val_videos[:8])
+        _write_validation(model, self.val_videos[0][1], path)
+        return {f"val_{k}": v for k, v in scores.items()}
+
+    def save(self, folder: Path, model: nn.Module) -> None:
+        model.save_pretrained(folder / VAE_FOLDER)
+
+    def load(self, folder: Path) -> None:
+        saved = VideoVAE.from_pretrained(folder / VAE_FOLDER)
+        try:
+            self.vae.vae.load_state_dict(saved.vae.state_dict())
+        except RuntimeError as err:
+            ours = dict(self.vae.vae.config)
+            differ = [
+                f"{k} {v} there, {ours[k]} here"
+                for k, v in saved.vae.config.items()
+                if k in ours and not k.startswith("_") and ours[k] != v
+            ]
+            raise CheckpointError(
+                f"{folder / VAE_FOLDER} does not fit this run's VAE "
+                f"({'; '.join(differ) or 'other weights'})"
+            ) from err
 
 
 def train_vae(config: VAETrainConfig) -> dict:
-    """Run (or resume) VAE training; returns the final report (also in ``report.json``)."""
-    from accelerate import Accelerator
+    """Run (or resume) VAE training; returns the final report (also in ``report.json``).
 
-    torch.manual_seed(config.seed)
-    out_dir = Path(config.out_dir)
+    Raises:
+        DataError: no training or no validation scenes.
+        ConfigError: ``architecture`` arguments the VAE does not take.
+        CheckpointError: a checkpoint to resume from that cannot be loaded.
+    """
     train_scenes = list_scenes(Path(config.data_dir) / "train")
     val_scenes = list_scenes(Path(config.data_dir) / "val")
     if not train_scenes or not val_scenes:
-        raise FileNotFoundError(f"need train/ and val/ scenes under {config.data_dir}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    vae = VideoVAE.tiny(**config.architecture).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = _resume(out_dir, vae, optimizer)
-    vae, optimizer = accelerator.prepare(vae, optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_config.yaml").write_text(yaml.safe_dump(asdict(config)))
+        raise DataError(f"need train/ and val/ scenes under {config.data_dir}")
+    trainer = Trainer(config)
+    try:
+        vae = VideoVAE.tiny(**config.architecture)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"architecture {config.architecture}: {err}") from err
     val_videos = _fixed_videos(val_scenes, config.val_videos)
-
-    rng = torch.Generator().manual_seed(config.seed + start)
-    progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train vae")
-    with (out_dir / "log.jsonl").open("a") as log:
-        for step in progress:
-            began = time.perf_counter()
-            set_learning_rate(
-                optimizer, config.lr * warmup_cosine(step, config.steps, config.warmup_steps)
-            )
-            videos = sample_batch(train_scenes, config, rng).to(accelerator.device)
-            with accelerator.autocast():
-                loss = reconstruction_loss(accelerator.unwrap_model(vae), videos)
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(vae.parameters(), config.grad_clip)
-            optimizer.step()
-            done = step + 1
-            record = {
-                "step": done,
-                "l1": float(loss.detach()),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - began, 3),
-            }
-            progress.set_postfix(l1=f"{record['l1']:.4f}")
-            model = accelerator.unwrap_model(vae)
-            if done % config.val_every == 0 or done == config.steps:
-                model.eval()
-                record |= {
-                    f"val_{k}": v for k, v in reconstruction_psnr(model, val_videos[:8]).items()
-                }
-                _write_validation(
-                    model, val_videos[0][1], out_dir / "validation" / f"step_{done:07d}.png"
-                )
-                model.train()
-            if done % config.log_every == 0 or "val_psnr" in record:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if done % config.save_every == 0 or done == config.steps:
-                _save_checkpoint(out_dir, done, model, optimizer)
-    return finalize(accelerator.unwrap_model(vae).eval(), train_scenes, val_videos, config)
+    vae = trainer.fit(VAETask(config, vae, train_scenes, val_videos, trainer.device))
+    return finalize(vae.eval(), train_scenes, val_videos, config)
 
 
 def finalize(
@@ -241,7 +247,7 @@ def finalize(
     out_dir = Path(config.out_dir)
     mean, std = latent_statistics(vae, _fixed_videos(train_scenes, config.stats_videos))
     vae = with_latent_statistics(vae, mean, std)
-    vae.save_pretrained(out_dir / "vae")
+    vae.save_pretrained(out_dir / VAE_FOLDER)
     first = val_videos[0][1]
     report = {
         "steps": config.steps,
@@ -257,9 +263,14 @@ def finalize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_training_args(VAETrainConfig, "lyra train-vae", __doc__, argv)
-    print(json.dumps(train_vae(config), indent=2))
-    return 0
+    """``lyra train-vae``: returns 0, or 2 after one line on stderr for an expected failure."""
+    args = training_parser("lyra train-vae", __doc__).parse_args(argv)
+
+    def command() -> int:
+        print(json.dumps(train_vae(config_from_args(VAETrainConfig, args)), indent=2))
+        return 0
+
+    return run_command("lyra train-vae", command)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ problem."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "LyraError", "PlyFormatError", "WorldBuildError"]
+__all__ = [
+    "CaptureError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "LyraError",
+    "PlyFormatError",
+    "WorldBuildError",
+]
 
 
 class LyraError(Exception):
@@ -14,6 +22,20 @@ class LyraError(Exception):
 
 class CheckpointError(LyraError, ValueError):
     """A checkpoint folder or file is missing, incomplete, corrupt, or does not fit its config."""
+
+
+class ConfigError(LyraError, ValueError):
+    """A settings file is missing, not YAML, or holds unknown keys or values of the wrong type."""
+
+
+class DataError(LyraError, ValueError):
+    """A data folder or scene is missing or unreadable, or data-generation settings are invalid."""
+
+
+class CaptureError(DataError):
+    """A capture (transforms.json folder, COLMAP model, ROS 2 bag) is missing, unreadable or
+    inconsistent: files, topics or frames absent, images of the wrong size, non-rigid or NaN
+    poses, an unknown format, or no usable frame at all."""
 
 
 class PlyFormatError(LyraError, ValueError):

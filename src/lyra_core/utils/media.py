@@ -1,14 +1,13 @@
 """Images people look at: PNG contact sheets, depth colour maps, GIF and MP4 clips.
 
-All writers are atomic: they write a temporary file in the target folder and rename it.
+All writers are atomic (:mod:`lyra_core.utils.atomic`): a reader sees the old file or the
+new one, an existing file keeps its mode and group, and missing parent folders are created.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from lyra_core.utils.atomic import atomic_path, atomic_write, write_text_atomic
 
 
 def to_uint8(rgb: Tensor | np.ndarray) -> np.ndarray:
@@ -76,35 +77,25 @@ def _label(image: np.ndarray, text: str, x: int, y: int) -> None:
         cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, thickness)
 
 
-@contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path beside ``path`` (same suffix) and rename it over ``path`` at exit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+def _prepare(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, its parent folder created."""
     path = Path(path)
-    with _atomic_path(path) as tmp:
-        writer(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically: a temporary file beside ``path``, then a rename."""
-    return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """Write ``text`` (UTF-8) atomically (:func:`~lyra_core.utils.atomic.write_text_atomic`),
+    creating the parent folder."""
+    return write_text_atomic(_prepare(path), text)
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 RGB image as PNG."""
-    return _write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+    path = _prepare(path)
+    with atomic_write(path) as f:
+        Image.fromarray(image).save(f, format="PNG")
+    return path
 
 
 def write_gif(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: float) -> Path:
@@ -112,18 +103,17 @@ def write_gif(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: f
     if not frames:
         raise ValueError("write_gif needs at least one frame")
     images = [Image.fromarray(f) for f in frames]
-
-    def writer(tmp: Path) -> None:
+    path = _prepare(path)
+    with atomic_write(path) as f:
         images[0].save(
-            tmp,
+            f,
             format="GIF",
             save_all=True,
             append_images=images[1:],
             duration=round(1000 / fps),
             loop=0,
         )
-
-    return _write_atomic(path, writer)
+    return path
 
 
 def write_mp4(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: float) -> Path:
@@ -135,8 +125,9 @@ def write_mp4(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: f
     if not frames:
         raise ValueError("write_mp4 needs at least one frame")
     height, width = frames[0].shape[:2]
-
-    def writer(tmp: Path) -> None:
+    path = _prepare(path)
+    # OpenCV writes to a file name only (and picks the container from its extension).
+    with atomic_path(path) as tmp:
         video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not video.isOpened():
             raise RuntimeError("OpenCV could not open an MPEG-4 video writer")
@@ -145,5 +136,4 @@ def write_mp4(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: f
                 video.write(np.ascontiguousarray(frame[..., ::-1]))
         finally:
             video.release()
-
-    return _write_atomic(path, writer)
+    return path

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import rclpy
 
-        from lyra_ros.demo_robot import run
+        from lyra_ros.demo.demo_robot import run
 
         rclpy.init()
         try:

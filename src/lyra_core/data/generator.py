@@ -2,32 +2,31 @@
 
 A scene sample, fully determined by its seed and a :class:`GeneratorConfig`:
 
-1. **Layout** (:func:`random_layout`): a ``room`` (textured floor, ceiling and four walls,
-   2 - 6 boxes and 1 - 4 spheres) or an ``outdoor`` layout (textured ground under a sky-colour
-   background, 3 - 10 "buildings", 1 - 5 trees, 0 - 3 boulders). Sizes, positions, yaw,
-   colours and textures (solid, checker, stripes, waves) are random per seed. World z-up,
-   meters. :func:`layout_gaussians` covers its surfaces with flat surface Gaussians like
-   :func:`lyra_core.scene.procedural_room.procedural_room` (whose output is unchanged).
+1. **Layout** (:func:`lyra_core.data.layouts.random_layout`): a random room or outdoor layout,
+   covered with flat surface Gaussians (:func:`lyra_core.data.layouts.layout_gaussians`).
 2. **Input camera**: a random free position looking at an object (or a random point), world
    up ``+z``; ``scene_depth`` is the median rendered depth of the input view over pixels with
    alpha > 0.5. Poses are re-drawn until the view is mostly covered and every camera of the
    trajectories and held-out set stays inside the layout and out of the objects.
-3. **Six Lyra trajectories** (:func:`lyra_core.geometry.trajectories.lyra_trajectories`, seeded by the
-   scene seed) from the input camera, ``num_frames`` each; frame 0 is the input camera.
-4. **Renders** of every camera: RGB (uint8), depth (float32 meters, 0 where alpha <= 0.5), and
-   the **3D cache** render: the input view unprojected with its depth
-   (:func:`lyra_core.pipelines.cache3d.cache_gaussians`) rendered over black
-   (:func:`lyra_core.pipelines.cache3d.render_cache`, shared with the inference pipeline), with the mask
-   ``alpha > 0.5`` -- what GEN3C conditions on.
+3. **Six Lyra trajectories** (:func:`lyra_core.geometry.trajectories.lyra_trajectories`, seeded
+   by the scene seed) from the input camera, ``num_frames`` each; frame 0 is the input camera.
+4. **Renders** of every camera (:func:`lyra_core.pipelines.cache3d.render_views`): RGB (uint8),
+   depth (float32 meters, 0 where alpha <= 0.5), and the **3D cache** render: the input view
+   unprojected with its depth (:func:`lyra_core.pipelines.cache3d.cache_gaussians`) rendered
+   over black (:func:`lyra_core.pipelines.cache3d.render_cache`, shared with the inference
+   pipeline), with the mask ``alpha > 0.5`` -- what GEN3C conditions on.
 5. **Held-out cameras**: ``num_heldout`` random poses near the input camera (offsets up to
    ~0.3 scene depths, look-at point jittered), rendered the same way, for evaluation.
 
 The on-disk format and the splits are documented in :mod:`lyra_core.data.format`.
 
-CLI (one folder per scene under ``<out>/<split>/``, existing scenes are skipped)::
+CLI (``lyra generate``; one folder per scene under ``<out>/<split>/``, existing scenes are
+skipped)::
 
-    python -m lyra_core.data.procedural --out data/procedural --num-scenes 100 --split train \\
+    lyra generate --out data/procedural --num-scenes 100 --split train \\
         --workers 2 --frames 17 --width 64 --height 48 --seed-offset 0
+
+or ``python -m lyra_core.data.generator`` with the same options.
 """
 
 from __future__ import annotations
@@ -35,9 +34,10 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from lyra_core.pipelines.cache3d import Renders, cache_gaussians, render_cache, render_views
-from lyra_core.geometry.cameras import Intrinsics
-from lyra_core.geometry.transforms import look_at
 from lyra_core.data.format import (
+    SPLITS,
     SceneSample,
     ViewSet,
     remove_stale_temporaries,
@@ -58,37 +56,28 @@ from lyra_core.data.format import (
     split_seeds,
     write_scene,
 )
-from lyra_core.scene.gaussians import Gaussians
-from lyra_core.scene.procedural_room import Surface, checker, plane, sphere, surface_gaussians
+from lyra_core.data.layouts import LAYOUT_KINDS, Layout, layout_gaussians, random_layout
+from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
+from lyra_core.geometry.transforms import look_at
+from lyra_core.pipelines.cache3d import Renders, cache_gaussians, render_cache, render_views
+from lyra_core.scene.gaussians import Gaussians
+from lyra_core.utils.errors import DataError, LyraError
 
 __all__ = [
     "GENERATOR_VERSION",
-    "LAYOUT_KINDS",
     "GeneratorConfig",
-    "Layout",
     "generate_scene",
     "generate_split",
-    "layout_gaussians",
     "main",
-    "random_layout",
     "write_generated_scene",
 ]
 
 #: Bumped whenever the same seed and config would produce different data.
 GENERATOR_VERSION = 1
 
-#: Layout kinds drawn by :func:`random_layout` (rooms with probability 0.6).
-LAYOUT_KINDS: tuple[str, ...] = ("room", "outdoor")
-
 MAX_CAMERA_ATTEMPTS = 40
 """Input poses tried before settling for the best one seen."""
-
-CAMERA_CLEARANCE = 0.15
-"""Minimum distance (m) of every generated camera from objects and layout bounds."""
-
-Texture = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``texture(s, t) -> (n, 3)`` colours from surface coordinates ``s, t`` (n,), meters."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,198 +114,28 @@ class GeneratorConfig:
     batch_size: int = 17
 
     def __post_init__(self) -> None:
+        """Raises :class:`~lyra_core.utils.errors.DataError` (a ``ValueError``) for settings
+        that cannot make a scene."""
         if self.num_frames < 2 or self.num_heldout < 1 or self.num_gaussians < 1:
-            raise ValueError(f"need num_frames >= 2, num_heldout >= 1, num_gaussians >= 1: {self}")
+            raise DataError(
+                f"need frames >= 2, held-out views >= 1 and Gaussians >= 1, got "
+                f"{self.num_frames}, {self.num_heldout} and {self.num_gaussians}"
+            )
+        if self.width < 1 or self.height < 1 or self.batch_size < 1:
+            raise DataError(
+                f"need width, height and batch size >= 1, got {self.width}, {self.height} "
+                f"and {self.batch_size}"
+            )
+        if not 0.0 < self.fov_y < math.pi:
+            raise DataError(f"fov_y must lie in (0, pi) radians, got {self.fov_y}")
+        if not (math.isfinite(self.movement_scale) and self.movement_scale > 0.0):
+            raise DataError(f"movement_scale must be positive, got {self.movement_scale}")
         if self.layout is not None and self.layout not in LAYOUT_KINDS:
-            raise ValueError(f"layout must be one of {LAYOUT_KINDS} or None, got {self.layout!r}")
+            raise DataError(f"layout must be one of {LAYOUT_KINDS} or None, got {self.layout!r}")
 
     def intrinsics(self) -> Intrinsics:
         """The pinhole intrinsics shared by every camera."""
         return Intrinsics.from_fov(self.fov_y, self.width, self.height)
-
-
-# --------------------------------------------------------------------------------------------
-# Layouts
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Layout:
-    """A random scene layout: surfaces to sample plus the geometry cameras must avoid.
-
-    Attributes:
-        kind: ``"room"`` or ``"outdoor"``.
-        surfaces: sampled surfaces (see :class:`lyra_core.scene.procedural_room.Surface`).
-        boxes: ``(cx, cy, radius, z_min, z_max)`` bounding cylinders of boxes, meters.
-        spheres: ``(cx, cy, cz, radius)`` of spheres, meters.
-        bounds: (2, 3) min / max corner of the space cameras may occupy, meters.
-        look_bounds: (2, 3) region where input cameras are placed, meters.
-        background: RGB in [0, 1] rendered where no surface is hit.
-        min_valid: smallest acceptable fraction of covered pixels in the input view.
-    """
-
-    kind: str
-    surfaces: list[Surface] = field(default_factory=list)
-    boxes: list[tuple[float, float, float, float, float]] = field(default_factory=list)
-    spheres: list[tuple[float, float, float, float]] = field(default_factory=list)
-    bounds: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))
-    look_bounds: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    min_valid: float = 0.9
-
-    def add_box(
-        self, center: Sequence[float], size: Sequence[float], yaw: float, texture: Texture
-    ) -> None:
-        """Add a box standing at ``center = (x, y, z_bottom)``, ``size = (sx, sy, sz)`` m."""
-        self.surfaces += _box_faces(center, size, yaw, texture)
-        radius = 0.5 * math.hypot(size[0], size[1])
-        self.boxes.append((center[0], center[1], radius, center[2], center[2] + size[2]))
-
-    def add_sphere(self, center: Sequence[float], radius: float, color: np.ndarray) -> None:
-        """Add a banded sphere (see :func:`lyra_core.scene.procedural_room.sphere`)."""
-        self.surfaces.append(sphere(center, radius, color))
-        self.spheres.append((center[0], center[1], center[2], radius))
-
-    def is_free(self, points: np.ndarray, clearance: float = CAMERA_CLEARANCE) -> np.ndarray:
-        """(n,) bool: points (n, 3) inside ``bounds`` and ``clearance`` m away from objects."""
-        points = np.atleast_2d(points)
-        ok = np.all((points >= self.bounds[0]) & (points <= self.bounds[1]), axis=1)
-        for cx, cy, radius, z0, z1 in self.boxes:
-            near = np.hypot(points[:, 0] - cx, points[:, 1] - cy) < radius + clearance
-            ok &= ~(near & (points[:, 2] > z0 - clearance) & (points[:, 2] < z1 + clearance))
-        for cx, cy, cz, radius in self.spheres:
-            ok &= np.linalg.norm(points - [cx, cy, cz], axis=1) > radius + clearance
-        return ok
-
-    def object_points(self) -> np.ndarray:
-        """(M, 3) object centres (box axis at mid height, sphere centres), meters."""
-        points = [(cx, cy, 0.5 * (z0 + z1)) for cx, cy, _, z0, z1 in self.boxes]
-        points += [(cx, cy, cz) for cx, cy, cz, _ in self.spheres]
-        return np.asarray(points, dtype=float).reshape(-1, 3)
-
-
-def _random_color(rng: np.random.Generator, low: float = 0.1, high: float = 0.95) -> np.ndarray:
-    """(3,) RGB uniform in [low, high]."""
-    return rng.uniform(low, high, size=3)
-
-
-def _waves(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, two_d: bool) -> Texture:
-    """Sinusoidal stripes along s (or a 2D wave pattern) between colours a and b."""
-    period_s, period_t = rng.uniform(0.2, 1.2, size=2)
-    phase_s, phase_t = rng.uniform(0, 2 * math.pi, size=2)
-
-    def texture(s: np.ndarray, t: np.ndarray) -> np.ndarray:
-        mix = np.sin(2 * math.pi * s / period_s + phase_s)
-        if two_d:
-            mix = 0.5 * (mix + np.sin(2 * math.pi * t / period_t + phase_t))
-        mix = (0.5 + 0.5 * mix)[:, None]
-        return a * (1 - mix) + b * mix
-
-    return texture
-
-
-def _random_texture(rng: np.random.Generator) -> Texture:
-    """A solid, checker, striped or wavy texture with random colours and scale."""
-    a, b = _random_color(rng), _random_color(rng)
-    kind = int(rng.integers(4))
-    if kind == 0:
-        return lambda s, t: np.broadcast_to(a, (len(s), 3)).copy()
-    if kind == 1:
-        return checker(a, b, rng.uniform(0.2, 0.8))
-    return _waves(a, b, rng, two_d=kind == 3)
-
-
-def _box_faces(
-    center: Sequence[float], size: Sequence[float], yaw: float, texture: Texture
-) -> list[Surface]:
-    """Top and four side faces of a box rotated by ``yaw`` (rad) about z; bottom at center[2]."""
-    sx, sy, sz = size
-    c, s = math.cos(yaw), math.sin(yaw)
-    ex, ey = sx * np.array([c, s, 0.0]), sy * np.array([-s, c, 0.0])
-    ez = np.array([0.0, 0.0, sz])
-    lo = np.asarray(center, dtype=float) - (ex + ey) / 2
-    return [
-        plane(lo + ez, ex, ey, texture),
-        plane(lo, ez, ex, texture),
-        plane(lo + ey, ex, ez, texture),
-        plane(lo, ey, ez, texture),
-        plane(lo + ex, ez, ey, texture),
-    ]
-
-
-def _room_layout(rng: np.random.Generator) -> Layout:
-    """A closed room 5 - 9 m wide, 2.4 - 3.2 m high, with random boxes and spheres."""
-    hx, hy = rng.uniform(2.5, 4.5, size=2)
-    hz = rng.uniform(2.4, 3.2)
-    layout = Layout(kind="room", background=(0.0, 0.0, 0.0), min_valid=0.95)
-    floor = checker(_random_color(rng), _random_color(rng), rng.uniform(0.3, 0.8))
-    layout.surfaces += [
-        plane([-hx, -hy, 0], [2 * hx, 0, 0], [0, 2 * hy, 0], floor),
-        plane([-hx, -hy, hz], [0, 2 * hy, 0], [2 * hx, 0, 0], _random_texture(rng)),
-        plane([-hx, hy, 0], [2 * hx, 0, 0], [0, 0, hz], _random_texture(rng)),
-        plane([-hx, -hy, 0], [2 * hx, 0, 0], [0, 0, hz], _random_texture(rng)),
-        plane([-hx, -hy, 0], [0, 2 * hy, 0], [0, 0, hz], _random_texture(rng)),
-        plane([hx, -hy, 0], [0, 0, hz], [0, 2 * hy, 0], _random_texture(rng)),
-    ]
-    for _ in range(int(rng.integers(2, 7))):
-        size = (*rng.uniform(0.4, 1.6, size=2), rng.uniform(0.3, 1.8))
-        xy = rng.uniform([-hx + 0.8, -hy + 0.8], [hx - 0.8, hy - 0.8])
-        layout.add_box((*xy, 0.0), size, rng.uniform(0, math.pi / 2), _random_texture(rng))
-    for _ in range(int(rng.integers(1, 5))):
-        radius = rng.uniform(0.15, 0.5)
-        xy = rng.uniform([-hx + 0.6, -hy + 0.6], [hx - 0.6, hy - 0.6])
-        z = rng.uniform(radius, min(2.0, hz - radius))
-        layout.add_sphere((*xy, z), radius, _random_color(rng))
-    margin = CAMERA_CLEARANCE
-    layout.bounds = np.array([[-hx + margin, -hy + margin, 0.2], [hx - margin, hy - margin, hz]])
-    layout.bounds[1, 2] -= 0.2
-    layout.look_bounds = np.array([[-hx + 0.5, -hy + 0.5, 0.9], [hx - 0.5, hy - 0.5, 1.8]])
-    return layout
-
-
-def _outdoor_layout(rng: np.random.Generator) -> Layout:
-    """A 16 x 16 m textured ground under the sky with buildings, trees and boulders."""
-    half = 8.0
-    sky = (rng.uniform(0.45, 0.7), rng.uniform(0.65, 0.85), rng.uniform(0.85, 1.0))
-    layout = Layout(kind="outdoor", background=sky, min_valid=0.5)
-    ground = _random_color(rng, 0.2, 0.6) * np.array([0.8, 1.0, 0.7])
-    texture = _waves(ground, ground * rng.uniform(0.5, 0.8), rng, two_d=True)
-    layout.surfaces.append(plane([-half, -half, 0], [2 * half, 0, 0], [0, 2 * half, 0], texture))
-    for _ in range(int(rng.integers(3, 11))):
-        size = (*rng.uniform(0.6, 2.5, size=2), rng.uniform(0.8, 3.5))
-        xy = rng.uniform(-half + 1.5, half - 1.5, size=2)
-        layout.add_box((*xy, 0.0), size, rng.uniform(0, math.pi / 2), _random_texture(rng))
-    bark = np.array([0.35, 0.25, 0.15]) * rng.uniform(0.7, 1.3)
-    for _ in range(int(rng.integers(1, 6))):
-        xy, trunk = rng.uniform(-half + 1.5, half - 1.5, size=2), rng.uniform(0.6, 1.5)
-        layout.add_box((*xy, 0.0), (0.2, 0.2, trunk), 0.0, lambda s, t: np.tile(bark, (len(s), 1)))
-        crown = rng.uniform(0.4, 1.0)
-        leaves = _random_color(rng, 0.1, 0.5) * np.array([0.6, 1.2, 0.6])
-        layout.add_sphere((*xy, trunk + 0.8 * crown), crown, np.clip(leaves, 0, 1))
-    for _ in range(int(rng.integers(0, 4))):
-        radius = rng.uniform(0.2, 0.6)
-        xy = rng.uniform(-half + 1, half - 1, size=2)
-        layout.add_sphere((*xy, radius), radius, _random_color(rng, 0.3, 0.7))
-    layout.bounds = np.array([[-half + 1.0, -half + 1.0, 0.2], [half - 1.0, half - 1.0, 5.0]])
-    layout.look_bounds = np.array([[-half + 2.5, -half + 2.5, 1.0], [half - 2.5, half - 2.5, 2.0]])
-    return layout
-
-
-def random_layout(rng: np.random.Generator, kind: str | None = None) -> Layout:
-    """A random room or outdoor layout drawn from ``rng`` (``kind=None``: room w.p. 0.6)."""
-    if kind is None:
-        kind = "room" if rng.random() < 0.6 else "outdoor"
-    if kind == "room":
-        return _room_layout(rng)
-    if kind == "outdoor":
-        return _outdoor_layout(rng)
-    raise ValueError(f"unknown layout kind {kind!r}; use one of {LAYOUT_KINDS}")
-
-
-def layout_gaussians(layout: Layout, num_gaussians: int, rng: np.random.Generator) -> Gaussians:
-    """Cover the layout's surfaces with ``num_gaussians`` flat discs, as in
-    :func:`lyra_core.scene.procedural_room.procedural_room` (:func:`lyra_core.scene.procedural_room.surface_gaussians`)."""
-    return surface_gaussians(layout.surfaces, num_gaussians, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,8 +208,8 @@ def _view_set(
     config: GeneratorConfig,
 ) -> ViewSet:
     """Scene and 3D-cache renders of (N, 4, 4) float32 poses as a :class:`ViewSet`."""
-    scene = render_views(gaussians, camtoworlds, intrinsics, background, config.device,
-                         config.batch_size)
+    cameras = Cameras.from_intrinsics(camtoworlds, intrinsics)
+    scene = render_views(gaussians, cameras, background, config.device, config.batch_size)
     cached = render_cache(cache, camtoworlds, intrinsics, config.device, config.batch_size)
     Ks = intrinsics.matrix(torch.float32).expand(len(camtoworlds), 3, 3).clone()
     return ViewSet(
@@ -432,8 +251,8 @@ def _try_input_view(
 ) -> _InputView | None:
     """Render one candidate input pose and derive its trajectories; None if nearly empty."""
     pose32 = pose.to(torch.float32)
-    view = render_views(gaussians, pose32[None], config.intrinsics(), layout.background,
-                        config.device, config.batch_size)
+    camera = Cameras.from_intrinsics(pose32[None], config.intrinsics())
+    view = render_views(gaussians, camera, layout.background, config.device, config.batch_size)
     valid = view.mask[0]
     fraction = float(valid.float().mean())
     if fraction < 0.05:
@@ -613,12 +432,22 @@ def generate_split(
 
     Returns:
         ``{"generated", "skipped", "failed": {seed: error}, "seconds_per_scene"}``.
+
+    Raises:
+        DataError: an unknown split, seeds beyond the split's range, or an output folder that
+            cannot be created.
     """
     config = config or GeneratorConfig()
+    try:
+        seeds = split_seeds(split, num_scenes, seed_offset)
+    except ValueError as error:
+        raise DataError(str(error)) from error
     split_dir = Path(out) / split
-    split_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        split_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create the output folder {split_dir}: {error}") from error
     remove_stale_temporaries(split_dir)
-    seeds = split_seeds(split, num_scenes, seed_offset)
     todo = [s for s in seeds if not (split_dir / scene_dirname(s)).exists()]
     tasks = [(str(split_dir), seed, asdict(config), split) for seed in todo]
     results = []
@@ -647,53 +476,133 @@ def _collect(results: list, bar: tqdm, iterator) -> None:
         bar.update(1)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options of the generator (``--help`` lists them)."""
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lyra generate`` options (``--help`` lists them)."""
     defaults = GeneratorConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m lyra_core.data.procedural",
-        description="Generate procedural Lyra multi-trajectory scenes.",
+        prog="lyra generate",
+        description="Generate procedural Lyra multi-trajectory scenes into OUT/SPLIT/scene_XXXXXX "
+        "(existing scenes are skipped).",
         allow_abbrev=False,
     )
-    parser.add_argument("--out", type=Path, default=Path("data/procedural"), help="data root")
-    parser.add_argument("--num-scenes", type=int, required=True)
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
-    parser.add_argument("--workers", type=int, default=2, help="processes (<= 1: in process)")
-    parser.add_argument("--frames", type=int, default=defaults.num_frames)
-    parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--height", type=int, default=defaults.height)
-    parser.add_argument("--seed-offset", type=int, default=0)
-    parser.add_argument("--heldout", type=int, default=defaults.num_heldout)
-    parser.add_argument("--gaussians", type=int, default=defaults.num_gaussians)
-    parser.add_argument("--fov", type=float, default=defaults.fov_y, help="vertical, radians")
-    parser.add_argument("--layout", choices=LAYOUT_KINDS, default=None, help="default: random")
-    parser.add_argument("--movement-scale", type=float, default=defaults.movement_scale)
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/procedural"), help="data root (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-scenes", type=_count(1), required=True, help="scenes the split should hold"
+    )
+    parser.add_argument(
+        "--split",
+        default="train",
+        choices=SPLITS,
+        help="split, decides the seeds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_count(0),
+        default=2,
+        help="worker processes; 0 or 1 generates in this process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=_count(2),
+        default=defaults.num_frames,
+        help="frames per trajectory, frame 0 being the input view (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--width",
+        type=_count(1),
+        default=defaults.width,
+        help="image width, pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--height",
+        type=_count(1),
+        default=defaults.height,
+        help="image height, pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed-offset",
+        type=_count(0),
+        default=0,
+        help="offset of the first seed inside the split's seed range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--heldout",
+        type=_count(1),
+        default=defaults.num_heldout,
+        help="held-out evaluation cameras per scene (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gaussians",
+        type=_count(1),
+        default=defaults.num_gaussians,
+        help="surface Gaussians per scene (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fov",
+        type=float,
+        default=defaults.fov_y,
+        help="vertical field of view, radians (default: %(default).4f)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_KINDS,
+        default=None,
+        help="layout kind (default: random per seed)",
+    )
+    parser.add_argument(
+        "--movement-scale",
+        type=float,
+        default=defaults.movement_scale,
+        help="scale of the Lyra trajectories, 1 = Lyra's magnitudes (default: %(default)s)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns 0, or 1 when a scene failed."""
-    args = parse_args(argv)
-    config = GeneratorConfig(
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        num_heldout=args.heldout,
-        num_gaussians=args.gaussians,
-        fov_y=args.fov,
-        movement_scale=args.movement_scale,
-        layout=args.layout,
-    )
-    summary = generate_split(
-        args.out,
-        args.split,
-        args.num_scenes,
-        config,
-        workers=args.workers,
-        seed_offset=args.seed_offset,
-        progress=not args.no_progress,
-    )
+    """``lyra generate``: returns 0, 1 when a scene failed (each is listed), or 2 for invalid
+    settings (one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = GeneratorConfig(
+            width=args.width,
+            height=args.height,
+            num_frames=args.frames,
+            num_heldout=args.heldout,
+            num_gaussians=args.gaussians,
+            fov_y=args.fov,
+            movement_scale=args.movement_scale,
+            layout=args.layout,
+        )
+        summary = generate_split(
+            args.out,
+            args.split,
+            args.num_scenes,
+            config,
+            workers=args.workers,
+            seed_offset=args.seed_offset,
+            progress=not args.no_progress,
+        )
+    except LyraError as error:
+        print(f"lyra generate: error: {error}", file=sys.stderr)
+        return 2
     per_scene = summary["seconds_per_scene"]
     timing = "" if per_scene is None else f", {per_scene:.2f} s/scene per worker"
     print(
@@ -706,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Re-import under the package name so worker tasks pickle as lyra_core.data.procedural.*.
-    from lyra_core.data.procedural import main as _main
+    # Re-import under the package name so worker tasks pickle as lyra_core.data.generator.*.
+    from lyra_core.data.generator import main as _main
 
     raise SystemExit(_main())

@@ -1,0 +1,340 @@
+"""The world node's parameters: declared with descriptions and ranges, checked at start-up.
+
+:func:`declare_world_parameters` declares every parameter of ``lyra_world`` on the node (ranges
+as ROS ``ParameterDescriptor`` ranges, so ``ros2 param describe`` shows them and ROS refuses
+out-of-range values on later sets too), then checks what ROS cannot (choices, lengths, relations
+between parameters, the device, topic names) and returns them as :class:`WorldParameters`.
+Every problem raises :class:`ParameterError` naming the parameter; the node turns it into one
+line on stderr and exit code 2.
+
+Parameters the node reads again while running (``build_on_first_image``, ``use_depth``,
+``default_fov_deg``, ``point_cloud_max_points``, ``max_render_pixels``) may be changed at run
+time within their ranges; the others are read-only (they take effect at start-up only).
+README.md, "Node parameters", documents them all; config/world.yaml lists their defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
+from rclpy.expand_topic_name import expand_topic_name
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.validate_full_topic_name import validate_full_topic_name
+
+from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.utils.errors import LyraError
+from lyra_ros.sim_camera import SimCamera
+from lyra_ros.world_builder import WORLD_SOURCES, BuildOptions
+
+__all__ = [
+    "DEFAULT_MAX_RENDER_PIXELS",
+    "ParameterError",
+    "WorldParameters",
+    "declare_world_parameters",
+]
+
+DEFAULT_MAX_RENDER_PIXELS = 2048 * 2048
+"""Largest image (width x height) rendered: ~4.2 MP; a render of this size of a world that covers
+the view takes ~2.5 GB of memory with the torch backend on the CPU."""
+
+MAX_IMAGE_SIDE = 16384
+"""Largest simulated-camera width or height, pixels."""
+
+IMAGE_TRANSPORTS = ("raw", "compressed")
+
+
+class ParameterError(LyraError, ValueError):
+    """A node parameter has a bad value; the message starts with the parameter's name.
+
+    Attributes:
+        name: The parameter, e.g. ``camera.front.width``.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"parameter {name}: {problem}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class WorldParameters:
+    """The node's parameters as read and checked at start-up."""
+
+    world_frame: str
+    build: BuildOptions
+    image_transport: str
+    device: torch.device
+    background: tuple[float, float, float]
+    tf_cache_time: float
+    cameras: tuple[SimCamera, ...]
+
+
+# (name, default, description, (low, high) or None, read-only)
+_WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool], ...] = (
+    ("world_frame", "map", "Fixed frame the world is anchored in.", None, True),
+    ("world_source", "auto", "auto, depth or lyra: how worlds are built.", None, True),
+    ("build_on_first_image", True, "Build as soon as input arrives.", None, False),
+    ("image_transport", "raw", "raw (Image) or compressed (CompressedImage).", None, True),
+    ("use_depth", True, "Subscribe to the depth image.", None, False),
+    ("depth_stride", 2, "Keep every n-th depth pixel per axis.", (1, 64), True),
+    ("min_depth", 0.05, "Depth below this (m) is invalid.", (0.0, 1000.0), True),
+    ("max_depth", 20.0, "Depth above this (m) is invalid; 0 = no limit.", (0.0, 1000.0), True),
+    ("opacity", 0.95, "Opacity of Gaussians built from depth, in (0, 1].", (0.0, 1.0), True),
+    (
+        "lyra_checkpoint",
+        "",
+        "Lyra student checkpoint folder, 'shipped' (packaged student) or '' (none).",
+        None,
+        True,
+    ),
+    (
+        "lyra_assumed_depth",
+        3.0,
+        "lyra without depth: distance (m) of the assumed fronto-parallel plane.",
+        (0.01, 1000.0),
+        True,
+    ),
+    ("default_fov_deg", 60.0, "Horizontal FOV used without camera_info.", (1.0, 179.0), False),
+    ("tf_cache_time", 10.0, "Seconds of tf history kept.", (0.1, 3600.0), True),
+    ("device", "auto", "Render and Lyra device: auto, cpu, cuda or cuda:<index>.", None, True),
+    ("background", [0.0, 0.0, 0.0], "RGB in [0, 1] behind the world.", None, True),
+    ("point_cloud_max_points", 50000, "Cap of ~/world_points (0: off).", (0, 10**7), False),
+    (
+        "max_render_pixels",
+        DEFAULT_MAX_RENDER_PIXELS,
+        "Largest width x height rendered (~/render_view and simulated cameras).",
+        (1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE),
+        False,
+    ),
+)
+
+_CAMERA_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
+    ("frame_id", None, "tf frame to render (optical axes).", None),
+    ("width", 320, "Image width, pixels.", (1, MAX_IMAGE_SIDE)),
+    ("height", 240, "Image height, pixels.", (1, MAX_IMAGE_SIDE)),
+    ("fx", 0.0, "fx in pixels; 0: from fov_deg.", (0.0, 1e6)),
+    ("fy", 0.0, "fy in pixels; 0: equal to fx.", (0.0, 1e6)),
+    ("cx", 0.0, "cx in pixels; 0: the image centre.", (0.0, 1e6)),
+    ("cy", 0.0, "cy in pixels; 0: the image centre.", (0.0, 1e6)),
+    ("fov_deg", 60.0, "Horizontal FOV when fx is 0, degrees.", (1.0, 179.0)),
+    ("rate", 10.0, "Render rate, Hz.", (0.01, 1000.0)),
+    ("topic", None, "Image topic; camera_info and depth go beside it.", None),
+    ("publish_depth", False, "Also publish 32FC1 depth.", None),
+)
+
+
+def _descriptor(
+    name: str, default: Any, description: str, bounds: tuple[float, float] | None, read_only: bool
+) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if bounds is not None and isinstance(default, int) and not isinstance(default, bool):
+        descriptor.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=0)]
+    elif bounds is not None:
+        low, high = float(bounds[0]), float(bounds[1])
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=low, to_value=high, step=0.0)
+        ]
+    return descriptor
+
+
+def _type_word(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a floating-point number (write 10.0, not 10)"
+    if isinstance(default, str):
+        return "a string"
+    return "a list of floating-point numbers"
+
+
+def _declare(
+    node: Node,
+    name: str,
+    default: Any,
+    description: str,
+    bounds: tuple[float, float] | None,
+    read_only: bool = True,
+) -> Any:
+    """Declare one parameter and return its value; ROS's refusals become :class:`ParameterError`."""
+    descriptor = _descriptor(name, default, description, bounds, read_only)
+    try:
+        return node.declare_parameter(name, default, descriptor).value
+    except InvalidParameterTypeException:
+        given = _override(node, name)
+        raise ParameterError(name, f"must be {_type_word(default)}, got {given!r}") from None
+    except InvalidParameterValueException:
+        assert bounds is not None  # ROS refuses values only of parameters with a range
+        low, high = bounds
+        given = _override(node, name)
+        raise ParameterError(name, f"must be in [{low}, {high}], got {given!r}") from None
+
+
+def _override(node: Node, name: str) -> Any:
+    """The value the command line or parameter file gave ``name`` (for error messages)."""
+    parameter = node._parameter_overrides.get(name)  # rclpy keeps no public accessor
+    return parameter.value if parameter is not None else None
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ParameterError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _check_frame(name: str, value: str) -> str:
+    if not value.strip() or value != value.strip():
+        raise ParameterError(name, f"must be a non-empty tf frame name, got {value!r}")
+    return value
+
+
+def _resolve_device(value: str) -> torch.device:
+    """``device`` as a torch device; ``auto`` is CUDA when available, else the CPU."""
+    name = "device"
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is not None and device.type == "cpu":
+        return device
+    if device is None or device.type != "cuda":
+        raise ParameterError(name, f"must be auto, cpu, cuda or cuda:<index>, got {value!r}")
+    if not torch.cuda.is_available():
+        raise ParameterError(name, f"{value!r} but no CUDA GPU is available here (use auto or cpu)")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ParameterError(name, f"{value!r} but this machine has {count} CUDA device(s)")
+    return device
+
+
+def _check_background(value: list[float]) -> tuple[float, float, float]:
+    if len(value) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in value):
+        raise ParameterError("background", f"must be 3 numbers in [0, 1] (RGB), got {list(value)}")
+    red, green, blue = (float(v) for v in value)
+    return red, green, blue
+
+
+def _check_topic(node: Node, name: str, topic: str) -> str:
+    try:
+        validate_full_topic_name(
+            expand_topic_name(topic, node.get_name(), node.get_namespace()), is_service=False
+        )
+    except Exception as err:  # rclpy raises ValueError or InvalidTopicNameException
+        raise ParameterError(name, f"{topic!r} is not a valid topic name ({err})") from None
+    return topic
+
+
+def _camera_names(node: Node) -> list[str]:
+    name = "cameras"
+    descriptor = ParameterDescriptor(
+        name=name,
+        description="Names of simulated cameras, each configured by camera.<name>.*.",
+        read_only=True,
+    )
+    try:
+        value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value
+    except ParameterUninitializedException:  # not given, or [] (ROS cannot type an empty list)
+        return []
+    except InvalidParameterTypeException:
+        given = _override(node, name)
+        raise ParameterError(name, f"must be a list of names, got {given!r}") from None
+    names = list(value or [])
+    for camera in names:
+        if not camera or not all(c.isalnum() or c == "_" for c in camera):
+            raise ParameterError(
+                name, f"camera names must be letters, digits and '_', got {camera!r}"
+            )
+    duplicates = sorted({camera for camera in names if names.count(camera) > 1})
+    if duplicates:
+        raise ParameterError(name, f"camera names must be unique, repeated: {duplicates}")
+    return names
+
+
+def _read_camera(node: Node, camera: str, max_pixels: int) -> SimCamera:
+    prefix = f"camera.{camera}."
+    defaults = {"frame_id": f"{camera}_optical_frame", "topic": f"{camera}/image"}
+    value = {
+        key: _declare(node, prefix + key, defaults.get(key, default), description, bounds)
+        for key, default, description, bounds in _CAMERA_PARAMETERS
+    }
+    _check_frame(prefix + "frame_id", value["frame_id"])
+    _check_topic(node, prefix + "topic", value["topic"])
+    width, height = value["width"], value["height"]
+    if width * height > max_pixels:
+        raise ParameterError(
+            prefix + "width",
+            f"{width}x{height} = {width * height} pixels is more than max_render_pixels "
+            f"({max_pixels})",
+        )
+    fx = value["fx"] or 0.5 * width / math.tan(0.5 * math.radians(value["fov_deg"]))
+    intrinsics = Intrinsics(
+        fx,
+        value["fy"] or fx,
+        value["cx"] or (width - 1) / 2,
+        value["cy"] or (height - 1) / 2,
+        width,
+        height,
+    )
+    return SimCamera(
+        camera,
+        value["frame_id"],
+        intrinsics,
+        float(value["rate"]),
+        value["topic"],
+        bool(value["publish_depth"]),
+    )
+
+
+def declare_world_parameters(node: Node) -> WorldParameters:
+    """Declare and check every parameter of the world node (see the module docstring).
+
+    Raises:
+        ParameterError: The first bad parameter found, named in the message.
+    """
+    value = {spec[0]: _declare(node, *spec) for spec in _WORLD_PARAMETERS}
+    _check_frame("world_frame", value["world_frame"])
+    _check_choice("world_source", value["world_source"], WORLD_SOURCES)
+    _check_choice("image_transport", value["image_transport"], IMAGE_TRANSPORTS)
+    if value["opacity"] <= 0.0:
+        raise ParameterError("opacity", f"must be in (0, 1], got {value['opacity']}")
+    if 0.0 < value["max_depth"] <= value["min_depth"]:
+        raise ParameterError(
+            "max_depth",
+            f"must be 0 (no limit) or larger than min_depth ({value['min_depth']}), "
+            f"got {value['max_depth']}",
+        )
+    device = _resolve_device(value["device"])
+    background = _check_background(value["background"])
+    cameras = tuple(
+        _read_camera(node, camera, value["max_render_pixels"]) for camera in _camera_names(node)
+    )
+    build = BuildOptions(
+        source=value["world_source"],
+        depth_stride=value["depth_stride"],
+        min_depth=value["min_depth"],
+        max_depth=value["max_depth"],
+        opacity=value["opacity"],
+        lyra_checkpoint=value["lyra_checkpoint"],
+        lyra_assumed_depth=value["lyra_assumed_depth"],
+    )
+    return WorldParameters(
+        world_frame=value["world_frame"],
+        build=build,
+        image_transport=value["image_transport"],
+        device=device,
+        background=background,
+        tf_cache_time=value["tf_cache_time"],
+        cameras=cameras,
+    )
