@@ -73,6 +73,7 @@ def test_colcon_build_installs_a_runnable_node(tmp_path):
         env,
         PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]),
         AMENT_PREFIX_PATH=os.pathsep.join([str(install), sys.prefix]),
+        PYTHONFAULTHANDLER="1",  # a crash at shutdown shows where it happened
     )
     node = subprocess.Popen(
         [sys.executable, str(install / "lib/lyra_ros/lyra-world")],

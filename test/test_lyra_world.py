@@ -12,11 +12,19 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.evaluation.metrics import psnr
+from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.mapping import world_builder
+from lyra_core.mapping.world_builder import (
+    BuildOptions,
+    WorldBuilder,
+    lyra_available,
+    resolve_source,
+)
+from lyra_core.rendering import render
+from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_core.utils.errors import WorldBuildError
 from lyra_core.weights import shipped_student_path
-from lyra_ros import world_builder
-from lyra_ros.world_builder import BuildOptions, WorldBuilder, lyra_available, resolve_source
 
 W, H = 80, 60  # not the student's 64x48: the pipeline resizes
 INTR = Intrinsics(70.0, 70.0, 39.5, 29.5, W, H)
@@ -124,3 +132,31 @@ def test_shipped_names_the_packaged_student(monkeypatch, tiny_student_checkpoint
     rgb, _ = rgbd()
     built = WorldBuilder().build(rgb, None, INTR, camera_pose(), options)
     assert built.source == "lyra"
+
+
+def _psnr_at_input(gaussians) -> float:
+    camera = Cameras.from_intrinsics(
+        torch.as_tensor(camera_pose(), dtype=torch.float32)[None], INTR
+    )
+    with torch.no_grad():
+        out = render(gaussians, camera)
+    rgb, _ = rgbd()
+    return float(psnr(out.rgb[0], torch.from_numpy(rgb).float() / 255.0))
+
+
+def test_lyra_world_is_anchored_to_the_observation(builder, tiny_student_checkpoint):
+    options = BuildOptions(
+        source="lyra", lyra_checkpoint=str(tiny_student_checkpoint), depth_stride=1
+    )
+    rgb, depth = rgbd()
+    anchored = builder.build(rgb, depth, INTR, camera_pose(), options).gaussians
+    raw = builder.pipeline(options.lyra_checkpoint)(
+        rgb, depth, INTR.matrix(), camera_pose()
+    ).gaussians
+    observed = gaussians_from_rgbd(
+        rgb, depth, INTR, torch.as_tensor(camera_pose(), dtype=torch.float32)
+    )
+    # The input view's Gaussians are all there, the student fills only what they do not cover.
+    assert len(observed) < len(anchored) < len(observed) + len(raw)
+    assert _psnr_at_input(anchored) >= _psnr_at_input(observed) - 0.5
+    assert _psnr_at_input(anchored) > _psnr_at_input(raw) + 5.0

@@ -1,4 +1,4 @@
-"""The depth world source: lyra_core.scene.rgbd and lyra_ros.world_builder (no DDS needed)."""
+"""The depth world source: lyra_core.scene.rgbd and lyra_core.mapping.world_builder (no DDS)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.mapping.world_builder import BuildOptions, build_world, resolve_source
 from lyra_core.rendering import render
 from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_core.utils.errors import WorldBuildError
-from lyra_ros.world_builder import BuildOptions, build_world, resolve_source
 
 INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
 
@@ -113,3 +113,42 @@ def test_source_resolution():
         resolve_source(BuildOptions(source="lyra"), has_depth=True)
     with pytest.raises(WorldBuildError, match="unknown world source"):
         resolve_source(BuildOptions(source="nerf"), has_depth=True)
+
+
+def box_on_wall():
+    """A near box (1 m) in front of a far wall (3 m): depth edges all around the box."""
+    depth = np.full((48, 64), 3.0, np.float32)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[..., 0] = 200
+    depth[14:34, 20:44] = 1.0
+    rgb[14:34, 20:44] = (0, 0, 220)
+    return rgb, depth
+
+
+def test_occlusion_fill_shows_background_off_the_input_view():
+    rgb, depth = box_on_wall()
+    plain = build_world(
+        rgb, depth, INTR, np.eye(4), BuildOptions(depth_stride=1, fill_occlusions=False)
+    ).gaussians
+    filled = build_world(rgb, depth, INTR, np.eye(4), BuildOptions(depth_stride=1)).gaussians
+    assert len(plain) == 48 * 64 and len(filled) > len(plain)
+    at_input = Cameras.from_intrinsics(torch.eye(4)[None], INTR)
+    moved = torch.eye(4)
+    moved[0, 3] = 0.25  # 25 cm right: the box uncovers wall it hid
+    side = Cameras.from_intrinsics(moved[None], INTR)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            render(filled, at_input).rgb, render(plain, at_input).rgb, atol=0.02, rtol=0
+        )
+        box = (slice(None), slice(8, 40), slice(0, 56))  # around the box, not the new margin
+        holes_plain = float((render(plain, side).alpha[0, ..., 0][box[1:]] < 0.5).float().mean())
+        filled_side = render(filled, side)
+        holes_filled = float((filled_side.alpha[0, ..., 0][box[1:]] < 0.5).float().mean())
+    assert holes_filled < 0.3 * holes_plain
+    # What fills the holes is the wall (red, 3 m), not the box (blue, 1 m).
+    revealed = (render(plain, side).alpha[0, ..., 0] < 0.5) & (filled_side.alpha[0, ..., 0] > 0.5)
+    colours = filled_side.rgb[0][revealed]
+    assert float(colours[:, 0].mean()) > 0.6 and float(colours[:, 2].mean()) < 0.25
+    np.testing.assert_allclose(
+        float(filled_side.depth[0, ..., 0][revealed].median()), 3.0, atol=0.1
+    )

@@ -32,9 +32,9 @@ from rclpy.parameter import Parameter
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.mapping.world_builder import WORLD_SOURCES, BuildOptions
 from lyra_core.utils.errors import LyraError
 from lyra_ros.sim_camera import SimCamera
-from lyra_ros.world_builder import WORLD_SOURCES, BuildOptions
 
 __all__ = [
     "DEFAULT_MAX_RENDER_PIXELS",
@@ -88,7 +88,15 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
     ("depth_stride", 2, "Keep every n-th depth pixel per axis.", (1, 64), True),
     ("min_depth", 0.05, "Depth below this (m) is invalid.", (0.0, 1000.0), True),
     ("max_depth", 20.0, "Depth above this (m) is invalid; 0 = no limit.", (0.0, 1000.0), True),
-    ("opacity", 0.95, "Opacity of Gaussians built from depth, in (0, 1].", (0.0, 1.0), True),
+    ("opacity", 0.95, "Opacity of Gaussians built from depth, in (0, 1).", (0.0, 1.0), True),
+    (
+        "fill_occlusions",
+        True,
+        "depth source: add a background layer behind depth edges (seen from off the input pose).",
+        None,
+        True,
+    ),
+    ("fill_band", 24, "Width (pixels) of the background layer behind an edge.", (1, 512), True),
     (
         "lyra_checkpoint",
         "",
@@ -307,8 +315,8 @@ def declare_world_parameters(node: Node) -> WorldParameters:
     _check_frame("world_frame", value["world_frame"])
     _check_choice("world_source", value["world_source"], WORLD_SOURCES)
     _check_choice("image_transport", value["image_transport"], IMAGE_TRANSPORTS)
-    if value["opacity"] <= 0.0:
-        raise ParameterError("opacity", f"must be in (0, 1], got {value['opacity']}")
+    if not 0.0 < value["opacity"] < 1.0:
+        raise ParameterError("opacity", f"must be in (0, 1), got {value['opacity']}")
     if 0.0 < value["max_depth"] <= value["min_depth"]:
         raise ParameterError(
             "max_depth",
@@ -328,6 +336,8 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         opacity=value["opacity"],
         lyra_checkpoint=value["lyra_checkpoint"],
         lyra_assumed_depth=value["lyra_assumed_depth"],
+        fill_occlusions=value["fill_occlusions"],
+        fill_band=value["fill_band"],
     )
     return WorldParameters(
         world_frame=value["world_frame"],

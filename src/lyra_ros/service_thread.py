@@ -78,8 +78,17 @@ class ServiceThread:
         with contextlib.suppress(ExternalShutdownException, ShutdownException):
             self._executor.spin()
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the executor, wait for its thread (at most ``timeout`` s), destroy the node."""
-        self._executor.shutdown(timeout_sec=1.0)
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop the executor, wait for its thread (at most ``timeout`` s), destroy the node.
+
+        Returns:
+            False when the thread was still running after ``timeout``: the helper node is then
+            left alone (destroying a node that another thread is waiting on can crash rcl); the
+            thread is a daemon and ends with the process.
+        """
+        self._executor.shutdown(timeout_sec=timeout)
         self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            return False
         self.node.destroy_node()
+        return True

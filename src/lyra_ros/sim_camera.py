@@ -124,11 +124,12 @@ class SimCameraThread:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait for it (at most ``timeout`` s)."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to stop and wait (at most ``timeout`` s); False if it still runs."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         """Render at the camera's rate; a frame that is late starts the next one at once."""

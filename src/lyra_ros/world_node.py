@@ -37,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
 from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.mapping.world_builder import BuildOptions, WorldBuilder
 from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.ply import read_ply, write_ply
@@ -57,7 +58,6 @@ from lyra_ros.service_thread import ServiceThread
 from lyra_ros.sim_camera import SimCameraThread
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
 from lyra_ros.tf import TfError, TfExtrapolationError, TransformLookup
-from lyra_ros.world_builder import BuildOptions, WorldBuilder
 
 ERROR_LOG_PERIOD_S = 5.0
 """A build error repeated within this many seconds is not logged again (a bad camera stream
@@ -439,13 +439,16 @@ class WorldNode(Node):
     def destroy_node(self) -> None:
         """Stop the service threads, cameras and build worker (whatever was created), then the
         node; safe to call on a node whose construction failed, and twice."""
-        for helper in self._service_threads:
-            helper.shutdown()
-        for camera in self._cameras:
-            camera.stop()
+        stopped = all([helper.shutdown() for helper in self._service_threads])
+        stopped &= all([camera.stop() for camera in self._cameras])
         if self._builder is not None:
             self._builder.shutdown(wait=False, cancel_futures=True)
         self._service_threads, self._cameras, self._builder = [], [], None
+        if not stopped:
+            # A thread still inside rcl (e.g. publishing): destroying the node under it could
+            # crash the process; its resources go with the process instead.
+            self.get_logger().warning("a worker thread did not stop in time; exiting without it")
+            return
         super().destroy_node()
 
 

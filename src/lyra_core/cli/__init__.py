@@ -5,6 +5,8 @@
     lyra train --config config/train_tiny.yaml                            # the student
     lyra export --run outputs/train_tiny --out FOLDER                     # a student checkpoint
     lyra eval --student hybrid=FOLDER --student all_transformer=FOLDER     # held-out metrics
+    lyra fit DATA --out RUN                                               # a world from a capture
+    lyra world --image IMG --depth D --intrinsics fx,fy,cx,cy --out W.ply  # one frame to a world
     lyra demo                                                             # the core demo
 
 ``lyra COMMAND --help`` describes each command's options; ``python -m lyra_core.cli`` is the
@@ -36,6 +38,7 @@ COMMANDS = {
         "held-out metrics of students vs the 3D-cache baseline",
     ),
     "fit": ("lyra_core.training.fit", "fit a Gaussian world to a posed capture (3DGS)"),
+    "world": ("lyra_core.cli.world", "one camera frame (image, depth) to a Gaussian world"),
     "demo": ("lyra_core.cli.demo", "the core demo (no ROS)"),
 }
 """``lyra`` subcommand -> (module with ``main(argv) -> int``, one-line summary)."""

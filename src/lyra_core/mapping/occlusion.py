@@ -31,7 +31,12 @@ import numpy as np
 
 from lyra_core.geometry.cameras import Intrinsics
 
-__all__ = ["BackgroundLayer", "OcclusionFillConfig", "background_layer"]
+__all__ = [
+    "BackgroundLayer",
+    "OcclusionFillConfig",
+    "background_layer",
+    "near_side_of_depth_edges",
+]
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,10 @@ def background_layer(
     z = np.where(np.isfinite(z) & (z > 0), z, 0.0).astype(np.float32)
     valid = z > 0
 
-    hidden = _near_side(z, valid, config.band, config.edge_ratio)
+    hidden = near_side_of_depth_edges(z, valid, config.band, config.edge_ratio)
     # Sources of the fill: valid pixels outside twice the band, so a hidden pixel (at most
     # `band` from its edge) is always nearer to the far side than to its own object's interior.
-    occluder = _near_side(z, valid, 2 * config.band, config.edge_ratio)
+    occluder = near_side_of_depth_edges(z, valid, 2 * config.band, config.edge_ratio)
     source = valid & ~occluder
 
     layer_depth = np.zeros_like(z)
@@ -149,7 +154,9 @@ def background_layer(
     return BackgroundLayer(layer_rgb, layer_depth, layer_mask, config.border)
 
 
-def _near_side(z: np.ndarray, valid: np.ndarray, radius: int, edge_ratio: float) -> np.ndarray:
+def near_side_of_depth_edges(
+    z: np.ndarray, valid: np.ndarray, radius: int, edge_ratio: float
+) -> np.ndarray:
     """Valid pixels with a valid pixel farther by more than ``edge_ratio`` within ``radius``."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     farthest = cv2.dilate(z, kernel)  # invalid pixels hold 0, i.e. never the farthest

@@ -1,17 +1,23 @@
 """World sources: from one camera frame (colour, optional depth, intrinsics) to a Gaussian world.
 
-ROS-free on purpose: the node converts messages, this module builds, so builds are testable
-without DDS.
+The builder of the ROS node (``lyra_ros``) and of ``lyra world``: the node converts messages,
+this module builds, so builds are testable without DDS.
 
 Sources:
 
 - ``depth``: every pixel of an RGB-D frame becomes a Gaussian
-  (:func:`lyra_core.scene.rgbd.gaussians_from_rgbd`).
+  (:func:`lyra_core.scene.rgbd.gaussians_from_rgbd`); with ``fill_occlusions`` (default) a
+  background layer behind the depth edges is added (:mod:`lyra_core.mapping.occlusion`), so
+  views a short way off the input pose show plausible background instead of holes.
 - ``lyra``: the learned Lyra student (image -> 3D cache -> six trajectory latents -> Gaussians,
   :class:`lyra_core.pipelines.world.LyraWorldPipeline`) from the checkpoint folder
   ``lyra_checkpoint``; ``shipped`` names the tiny student installed with the package
   (:func:`lyra_core.weights.shipped_student_path`). Depth is optional: without it the pipeline
-  assumes a fronto-parallel plane at ``lyra_assumed_depth`` meters.
+  assumes a fronto-parallel plane at ``lyra_assumed_depth`` meters. The result is *anchored*:
+  the input view's own Gaussians (the 3D cache at the input resolution: exact on what the
+  camera saw) are kept, and the student's Gaussians only where the input camera saw nothing
+  (:func:`lyra_core.scene.visibility.seen_by_depth`), so the learned world is never worse than
+  the observation on what was observed.
 - ``auto``: ``lyra`` when ``lyra_checkpoint`` names a folder with a ``student.json``, otherwise
   ``depth`` when a depth image is given.
 
@@ -30,10 +36,16 @@ import numpy as np
 import torch
 
 from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.mapping.occlusion import (
+    OcclusionFillConfig,
+    background_layer,
+    near_side_of_depth_edges,
+)
 from lyra_core.pipelines.student import STUDENT_CONFIG_NAME
 from lyra_core.pipelines.world import DEFAULT_ASSUMED_DEPTH, LyraWorldPipeline
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.rgbd import gaussians_from_rgbd
+from lyra_core.scene.visibility import lookup_depth
 from lyra_core.utils.errors import CheckpointError, WorldBuildError
 from lyra_core.weights import shipped_student_path
 
@@ -54,6 +66,9 @@ class BuildOptions:
     opacity: float = 0.95
     lyra_checkpoint: str = ""
     lyra_assumed_depth: float = DEFAULT_ASSUMED_DEPTH
+    fill_occlusions: bool = True
+    fill_band: int = 24
+    anchor_tolerance: float = 0.25
 
 
 @dataclass
@@ -203,7 +218,14 @@ class WorldBuilder:
             raise WorldBuildError(f"lyra: {err}") from err
         if len(out.gaussians) == 0:
             raise WorldBuildError("lyra: the student produced no Gaussians")
-        return out.gaussians, out.timings
+        observed_depth = depth_m
+        if observed_depth is None or not np.isfinite(observed_depth).any():
+            observed_depth = np.full(rgb.shape[:2], options.lyra_assumed_depth, np.float32)
+        observed_depth = np.nan_to_num(observed_depth, nan=0.0, posinf=0.0).astype(np.float32)
+        gaussians = anchor_to_observation(
+            out.gaussians, rgb, observed_depth, intrinsics, world_from_camera, options
+        )
+        return gaussians, out.timings
 
 
 def build_world(
@@ -252,7 +274,90 @@ def _build_depth(
         raise WorldBuildError(str(err)) from err
     if len(gaussians) == 0:
         raise WorldBuildError("the depth image has no valid pixels in [min_depth, max_depth]")
-    return gaussians, {}
+    stages: dict[str, float] = {}
+    if options.fill_occlusions:
+        start = time.perf_counter()
+        background = occlusion_fill_gaussians(rgb, depth_m, intrinsics, world_from_camera, options)
+        gaussians = Gaussians.cat([gaussians, background])
+        stages["fill"] = time.perf_counter() - start
+    return gaussians, stages
+
+
+def occlusion_fill_gaussians(
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    intrinsics: Intrinsics,
+    world_from_camera: np.ndarray,
+    options: BuildOptions,
+) -> Gaussians:
+    """The background layer behind the frame's depth edges as Gaussians (possibly none)."""
+    depth = np.where(_in_range(depth_m, options), depth_m, 0.0).astype(np.float32)
+    layer = background_layer(rgb, depth, OcclusionFillConfig(band=options.fill_band))
+    if not layer.mask.any():
+        return Gaussians.empty()
+    return gaussians_from_rgbd(
+        layer.rgb,
+        layer.depth,
+        layer.intrinsics(intrinsics),
+        torch.as_tensor(world_from_camera, dtype=torch.float32),
+        stride=options.depth_stride,
+        opacity=options.opacity,
+        min_depth=options.min_depth,
+        max_depth=_max_depth(options),
+        mask=layer.mask,
+    )
+
+
+def anchor_to_observation(
+    generated: Gaussians,
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    intrinsics: Intrinsics,
+    world_from_camera: np.ndarray,
+    options: BuildOptions,
+) -> Gaussians:
+    """The input view's own Gaussians plus the generated ones the input camera did not see.
+
+    A generated Gaussian is dropped when it lies on a ray the camera measured (its pixel has
+    depth), unless it is more than ``anchor_tolerance`` behind the surface *and* near a depth
+    edge, where views off the input pose look behind the foreground (the disocclusions of
+    :mod:`lyra_core.mapping.occlusion`). Outside the frustum and on pixels without depth it is
+    kept: that is what the camera did not see.
+
+    Args:
+        generated: a learned world in the world frame.
+        rgb, depth_m, intrinsics, world_from_camera: the observation (depth in meters; 0 where
+            unknown).
+        options: stride, opacity and depth range of the observed Gaussians; generated ones up to
+            ``anchor_tolerance`` (relative depth) behind the observed surface count as that
+            surface and are dropped (the student's depth is rough), those farther behind are
+            hidden content and stay.
+    """
+    pose = torch.as_tensor(world_from_camera, dtype=torch.float32)
+    observed = gaussians_from_rgbd(
+        rgb,
+        depth_m,
+        intrinsics,
+        pose,
+        stride=options.depth_stride,
+        opacity=options.opacity,
+        min_depth=options.min_depth,
+        max_depth=_max_depth(options),
+    )
+    measured = np.where(_in_range(depth_m, options), depth_m, 0.0).astype(np.float32)
+    hit = lookup_depth(generated.means.float().cpu(), torch.from_numpy(measured), intrinsics, pose)
+    # Pixels a nearby view sees behind: the near side of depth edges (the disocclusions).
+    behind_edges = near_side_of_depth_edges(
+        measured, measured > 0, options.fill_band, OcclusionFillConfig().edge_ratio
+    )
+    observed_ray = hit.inside & (hit.measured > 0)
+    hidden = hit.z > hit.measured * (1.0 + options.anchor_tolerance)
+    at_edge = torch.zeros_like(observed_ray)
+    rows, cols = hit.v[observed_ray], hit.u[observed_ray]
+    at_edge[observed_ray] = torch.from_numpy(behind_edges)[rows, cols]
+    keep = ~observed_ray | (hidden & at_edge)
+    unseen = generated[keep.to(generated.means.device)].to(device="cpu", dtype=torch.float32)
+    return Gaussians.cat([observed, unseen.with_sh_degree(observed.sh_degree)])
 
 
 def _in_range(depth_m: np.ndarray, options: BuildOptions) -> np.ndarray:
