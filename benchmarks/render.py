@@ -111,8 +111,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     rows = []
     spawn = multiprocessing.get_context("spawn")
     for case in cases:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            row = pool.submit(measure_case, *case, args).result()
+        runs = []
+        for _ in range(args.runs):  # each run in a fresh process: the spread between runs
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                runs.append(pool.submit(measure_case, *case, args).result())
+        runs.sort(key=lambda r: r["ms"])
+        row = dict(runs[len(runs) // 2])  # the median run
+        row["runs"] = len(runs)
+        row["fps_runs"] = [r["fps"] for r in runs]
+        row["fps_range"] = [runs[-1]["fps"], runs[0]["fps"]]
         rows.append(row)
         print(_format_row(row), flush=True)
     for row in rows:  # torch on CUDA against gsplat on the same case
@@ -127,7 +134,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "scene": "lyra_core.scene.procedural_room.procedural_room(seed=0), one camera inside",
-        "timing": "inference mode, median over repeats after a warm-up, one camera per call",
+        "timing": "inference mode, median over repeats after a warm-up, one camera per call; "
+        "each case measured in `runs` fresh processes, the row is the median run and "
+        "fps_range the slowest and fastest run",
         "memory": "peak extra resident memory (CPU, sampled) or allocator peak (CUDA) of one "
         "render in a fresh process",
         "baselines": {
@@ -146,7 +155,7 @@ def _same_case(a: dict, b: dict) -> bool:
 
 HEADER = (
     f"{'gaussians':>9} {'size':>8} {'device':>6} {'backend':>7} {'ms':>9} {'fps':>8} "
-    f"{'peak MB':>8} {'vs autograd':>11} {'vs reference':>12}"
+    f"{'peak MB':>8} {'vs autograd':>11} {'vs reference':>12} {'fps range':>13}"
 )
 
 
@@ -156,7 +165,8 @@ def _format_row(row: dict) -> str:
     return (
         f"{row['gaussians']:>9} {size:>8} {row['device']:>6} {row['backend']:>7} "
         f"{row['ms']:>9.1f} {row['fps']:>8.1f} {row['peak_mem_mb']:>8.0f} "
-        f"{row['vs_autograd']:>10.2f}x {ref:>12}"
+        f"{row['vs_autograd']:>10.2f}x {ref:>12} "
+        f"{row['fps_range'][0]:>6.1f}-{row['fps_range'][1]:<6.1f}"
     )
 
 
@@ -166,6 +176,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="minimum timed renders")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per case")
     parser.add_argument("--reference-budget", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=3, help="fresh-process runs per case")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
