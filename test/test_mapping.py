@@ -26,6 +26,7 @@ from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.procedural_room import procedural_room
 from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_core.scene.visibility import seen_by_depth
+from rgbd_frames import box_on_wall
 
 INTRINSICS = Intrinsics.from_fov(1.1, 64, 48)
 
@@ -208,17 +209,8 @@ def test_rgb_only_frames_densify_from_points(room):
 # ---------------------------------------------------------------------------- occlusion fill
 
 
-def _box_and_wall() -> tuple[np.ndarray, np.ndarray]:
-    depth = np.full((48, 64), 3.0, np.float32)
-    rgb = np.zeros((48, 64, 3), np.uint8)
-    rgb[..., 0] = 200
-    depth[14:34, 20:44] = 1.0
-    rgb[14:34, 20:44] = (0, 0, 220)
-    return rgb, depth
-
-
 def test_background_layer_extends_the_far_side():
-    rgb, depth = _box_and_wall()
+    rgb, depth = box_on_wall()
     layer = background_layer(rgb, depth, OcclusionFillConfig(band=5))
     assert layer.mask.any()
     assert not layer.mask[depth > 2].any()  # only behind the box
@@ -230,7 +222,7 @@ def test_background_layer_extends_the_far_side():
 
 
 def test_background_layer_fills_holes_off_the_input_view():
-    rgb, depth = _box_and_wall()
+    rgb, depth = box_on_wall()
     base = gaussians_from_rgbd(rgb, depth, INTRINSICS)
     layer = background_layer(rgb, depth, OcclusionFillConfig(band=12, border=8))
     back = gaussians_from_rgbd(

@@ -13,6 +13,7 @@ from lyra_core.mapping.world_builder import BuildOptions, build_world, resolve_s
 from lyra_core.rendering import render
 from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_core.utils.errors import WorldBuildError
+from rgbd_frames import box_on_wall
 
 INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
 
@@ -113,16 +114,6 @@ def test_source_resolution():
         resolve_source(BuildOptions(source="lyra"), has_depth=True)
     with pytest.raises(WorldBuildError, match="unknown world source"):
         resolve_source(BuildOptions(source="nerf"), has_depth=True)
-
-
-def box_on_wall():
-    """A near box (1 m) in front of a far wall (3 m): depth edges all around the box."""
-    depth = np.full((48, 64), 3.0, np.float32)
-    rgb = np.zeros((48, 64, 3), np.uint8)
-    rgb[..., 0] = 200
-    depth[14:34, 20:44] = 1.0
-    rgb[14:34, 20:44] = (0, 0, 220)
-    return rgb, depth
 
 
 def test_occlusion_fill_shows_background_off_the_input_view():

@@ -23,7 +23,7 @@ import importlib.metadata
 import sys
 from types import ModuleType
 
-from lyra_core.utils.errors import LyraError
+from lyra_core.utils.errors import USAGE_ERROR, run_command
 
 COMMANDS = {
     "generate": ("lyra_core.data.generator", "generate procedural multi-trajectory scenes"),
@@ -42,19 +42,6 @@ COMMANDS = {
     "demo": ("lyra_core.cli.demo", "the core demo (no ROS)"),
 }
 """``lyra`` subcommand -> (module with ``main(argv) -> int``, one-line summary)."""
-
-USAGE_ERROR = 2
-"""Exit status of expected failures (bad options or bad input), as argparse uses."""
-
-INPUT_ERRORS: tuple[type[BaseException], ...] = (
-    LyraError,
-    FileNotFoundError,
-    FileExistsError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
-"""Exceptions that report bad input rather than a bug (YAML syntax errors are added lazily)."""
 
 
 def usage() -> str:
@@ -83,25 +70,6 @@ def command_module(command: str) -> ModuleType:
     return importlib.import_module(COMMANDS[command][0])
 
 
-def _input_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - PyYAML is a dependency
-        return INPUT_ERRORS
-    return (*INPUT_ERRORS, yaml.YAMLError)
-
-
-def error_message(err: BaseException) -> str:
-    """``err`` as one line: OS errors as ``strerror: filename``, other messages unwrapped."""
-    if isinstance(err, OSError) and err.strerror and err.filename is not None:
-        message = f"{err.strerror}: {err.filename}"
-        if err.filename2 is not None:
-            message += f" -> {err.filename2}"
-    else:
-        message = str(err) or type(err).__name__
-    return " ".join(message.split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``lyra COMMAND ...`` to the command module's ``main``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -121,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     module = command_module(command)
     try:
-        return int(module.main(rest) or 0)
-    except _input_errors() as err:
-        print(f"lyra {command}: error: {error_message(err)}", file=sys.stderr)
-        return USAGE_ERROR
+        return run_command(f"lyra {command}", lambda: module.main(rest))
     except KeyboardInterrupt:
         print(f"lyra {command}: interrupted", file=sys.stderr)
         return 130

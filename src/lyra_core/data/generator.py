@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -62,7 +61,7 @@ from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajecto
 from lyra_core.geometry.transforms import look_at
 from lyra_core.pipelines.cache3d import Renders, cache_gaussians, render_cache, render_views
 from lyra_core.scene.gaussians import Gaussians
-from lyra_core.utils.errors import DataError, LyraError
+from lyra_core.utils.errors import DataError, run_command
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -580,29 +579,29 @@ def main(argv: list[str] | None = None) -> int:
     """``lyra generate``: returns 0, 1 when a scene failed (each is listed), or 2 for invalid
     settings (one line on stderr)."""
     args = build_parser().parse_args(argv)
-    try:
-        config = GeneratorConfig(
-            width=args.width,
-            height=args.height,
-            num_frames=args.frames,
-            num_heldout=args.heldout,
-            num_gaussians=args.gaussians,
-            fov_y=args.fov,
-            movement_scale=args.movement_scale,
-            layout=args.layout,
-        )
-        summary = generate_split(
-            args.out,
-            args.split,
-            args.num_scenes,
-            config,
-            workers=args.workers,
-            seed_offset=args.seed_offset,
-            progress=not args.no_progress,
-        )
-    except LyraError as error:
-        print(f"lyra generate: error: {error}", file=sys.stderr)
-        return 2
+    return run_command("lyra generate", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = GeneratorConfig(
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        num_heldout=args.heldout,
+        num_gaussians=args.gaussians,
+        fov_y=args.fov,
+        movement_scale=args.movement_scale,
+        layout=args.layout,
+    )
+    summary = generate_split(
+        args.out,
+        args.split,
+        args.num_scenes,
+        config,
+        workers=args.workers,
+        seed_offset=args.seed_offset,
+        progress=not args.no_progress,
+    )
     per_scene = summary["seconds_per_scene"]
     timing = "" if per_scene is None else f", {per_scene:.2f} s/scene per worker"
     print(

@@ -29,7 +29,6 @@ records, means, per-scene values), ``metrics.md`` (a markdown table) and ``heldo
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from lyra_core.models.perceptual import PerceptualMetric, load_perceptual
 from lyra_core.pipelines import cache3d
 from lyra_core.pipelines.student import LyraStudent
 from lyra_core.scene.gaussians import Gaussians
-from lyra_core.utils.errors import CheckpointError, DataError, LyraError
+from lyra_core.utils.errors import CheckpointError, DataError, run_command
 from lyra_core.utils.media import to_uint8
 
 __all__ = [
@@ -524,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     """``lyra eval``: returns 0, or 2 with one line on stderr for an expected failure (bad
     ``--student``, no data, no scenes, a checkpoint that does not load)."""
     args = build_parser().parse_args(argv)
+    return run_command("lyra eval", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         students = parse_students(args.student, args.untrained_control)
         if args.max_scenes is not None and args.max_scenes < 1:
@@ -534,25 +537,20 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available")
     except (ValueError, RuntimeError) as error:
-        print(f"lyra eval: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        report = evaluate(
-            args.data,
-            args.split,
-            students,
-            args.out,
-            args.max_scenes,
-            args.perceptual,
-            args.prune_ratio,
-            args.untrained_control,
-            args.control_seed,
-            device,
-            progress=not args.no_progress,
-        )
-    except LyraError as error:
-        print(f"lyra eval: error: {error}", file=sys.stderr)
-        return 2
+        raise DataError(str(error)) from error
+    report = evaluate(
+        args.data,
+        args.split,
+        students,
+        args.out,
+        args.max_scenes,
+        args.perceptual,
+        args.prune_ratio,
+        args.untrained_control,
+        args.control_seed,
+        device,
+        progress=not args.no_progress,
+    )
     print(markdown_table(report["summary"], report["methods"]), end="")
     print(f"written to {args.out}")
     return 0

@@ -260,16 +260,7 @@ def _build_depth(
     options: BuildOptions,
 ) -> tuple[Gaussians, dict[str, float]]:
     try:
-        gaussians = gaussians_from_rgbd(
-            rgb,
-            depth_m,
-            intrinsics,
-            torch.as_tensor(world_from_camera, dtype=torch.float32),
-            stride=options.depth_stride,
-            opacity=options.opacity,
-            min_depth=options.min_depth,
-            max_depth=_max_depth(options),
-        )
+        gaussians = depth_gaussians(rgb, depth_m, intrinsics, world_from_camera, options)
     except ValueError as err:
         raise WorldBuildError(str(err)) from err
     if len(gaussians) == 0:
@@ -295,15 +286,12 @@ def occlusion_fill_gaussians(
     layer = background_layer(rgb, depth, OcclusionFillConfig(band=options.fill_band))
     if not layer.mask.any():
         return Gaussians.empty()
-    return gaussians_from_rgbd(
+    return depth_gaussians(
         layer.rgb,
         layer.depth,
         layer.intrinsics(intrinsics),
-        torch.as_tensor(world_from_camera, dtype=torch.float32),
-        stride=options.depth_stride,
-        opacity=options.opacity,
-        min_depth=options.min_depth,
-        max_depth=_max_depth(options),
+        world_from_camera,
+        options,
         mask=layer.mask,
     )
 
@@ -334,16 +322,7 @@ def anchor_to_observation(
             hidden content and stay.
     """
     pose = torch.as_tensor(world_from_camera, dtype=torch.float32)
-    observed = gaussians_from_rgbd(
-        rgb,
-        depth_m,
-        intrinsics,
-        pose,
-        stride=options.depth_stride,
-        opacity=options.opacity,
-        min_depth=options.min_depth,
-        max_depth=_max_depth(options),
-    )
+    observed = depth_gaussians(rgb, depth_m, intrinsics, world_from_camera, options)
     measured = np.where(_in_range(depth_m, options), depth_m, 0.0).astype(np.float32)
     hit = lookup_depth(generated.means.float().cpu(), torch.from_numpy(measured), intrinsics, pose)
     # Pixels a nearby view sees behind: the near side of depth edges (the disocclusions).
@@ -358,6 +337,29 @@ def anchor_to_observation(
     keep = ~observed_ray | (hidden & at_edge)
     unseen = generated[keep.to(generated.means.device)].to(device="cpu", dtype=torch.float32)
     return Gaussians.cat([observed, unseen.with_sh_degree(observed.sh_degree)])
+
+
+def depth_gaussians(
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    intrinsics: Intrinsics,
+    world_from_camera: np.ndarray,
+    options: BuildOptions,
+    mask: np.ndarray | None = None,
+) -> Gaussians:
+    """One Gaussian per valid depth pixel (:func:`gaussians_from_rgbd`) with the options' stride,
+    opacity and depth range, in the world frame."""
+    return gaussians_from_rgbd(
+        rgb,
+        depth_m,
+        intrinsics,
+        torch.as_tensor(world_from_camera, dtype=torch.float32),
+        stride=options.depth_stride,
+        opacity=options.opacity,
+        min_depth=options.min_depth,
+        max_depth=_max_depth(options),
+        mask=mask,
+    )
 
 
 def _in_range(depth_m: np.ndarray, options: BuildOptions) -> np.ndarray:

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from lyra_core.utils.errors import ConfigError, LyraError
+from lyra_core.utils.errors import ConfigError
 
 T = TypeVar("T")
-
-EXIT_FAILURE = 2
-"""Exit status of a command that failed for an expected reason (bad input), like argparse's."""
 
 
 def load_yaml_dataclass(cls: type[T], path: str | os.PathLike[str]) -> T:
@@ -120,28 +115,3 @@ def parse_training_args(cls: type[T], prog: str, doc: str | None, argv: list[str
     """``--config FILE [--steps N] [--out-dir DIR]`` -> the dataclass ``cls``, overrides applied
     (:func:`training_parser`, :func:`config_from_args`)."""
     return config_from_args(cls, training_parser(prog, doc).parse_args(argv))
-
-
-INPUT_ERRORS: tuple[type[BaseException], ...] = (
-    LyraError,
-    FileNotFoundError,
-    FileExistsError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
-"""Exceptions that report bad input rather than a bug (the same as the ``lyra`` dispatcher's)."""
-
-
-def run_command(prog: str, command: Callable[[], int]) -> int:
-    """Run a command's body; an expected failure (:data:`INPUT_ERRORS`: bad settings, data or
-    checkpoints, missing or unwritable files) prints one line ``PROG: error: MESSAGE`` to stderr
-    and returns :data:`EXIT_FAILURE` instead of a traceback. Other exceptions are bugs and
-    propagate.
-    """
-    try:
-        return command()
-    except INPUT_ERRORS as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return EXIT_FAILURE

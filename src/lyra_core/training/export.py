@@ -20,11 +20,11 @@ from lyra_core.data.format import list_scenes, load_scene
 from lyra_core.models.decoder import LyraDecoder
 from lyra_core.pipelines.student import DECODER_FOLDER, LyraStudent, StudentConfig
 from lyra_core.training.checkpoints import checkpoint_step, list_checkpoints
-from lyra_core.training.config import load_yaml_dataclass, run_command
+from lyra_core.training.config import load_yaml_dataclass
 from lyra_core.training.lineage import training_lineage
 from lyra_core.training.train_student import TrainConfig, build_vae
 from lyra_core.training.trainer import CONFIG_COPY_NAME, LOG_NAME
-from lyra_core.utils.errors import CheckpointError, DataError
+from lyra_core.utils.errors import CheckpointError, DataError, run_command
 
 
 def run_checkpoint(run_dir: Path, step: int | None = None) -> Path:

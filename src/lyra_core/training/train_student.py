@@ -43,14 +43,13 @@ from lyra_core.pipelines.student import DECODER_FOLDER, STUDENT_CONFIG_NAME, Lyr
 from lyra_core.training.config import (
     config_from_args,
     load_yaml_dataclass,
-    run_command,
     training_parser,
 )
 from lyra_core.training.distill import distillation_loss
 from lyra_core.training.lineage import DECODER_PRESETS, LINEAGE_NAME, write_lineage
 from lyra_core.training.losses import LossWeights
 from lyra_core.training.trainer import Trainer, TrainingTask
-from lyra_core.utils.errors import CheckpointError, ConfigError, DataError
+from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
 
 

@@ -36,11 +36,10 @@ from lyra_core.models.vae import VideoVAE
 from lyra_core.training.config import (
     config_from_args,
     load_yaml_dataclass,
-    run_command,
     training_parser,
 )
 from lyra_core.training.trainer import Trainer, TrainingTask
-from lyra_core.utils.errors import CheckpointError, ConfigError, DataError
+from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png, write_text
 
 VAE_FOLDER = "vae"

@@ -5,7 +5,11 @@ problem."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 __all__ = [
+    "USAGE_ERROR",
     "CaptureError",
     "CheckpointError",
     "ConfigError",
@@ -13,7 +17,13 @@ __all__ = [
     "LyraError",
     "PlyFormatError",
     "WorldBuildError",
+    "error_message",
+    "input_errors",
+    "run_command",
 ]
+
+USAGE_ERROR = 2
+"""Exit status of a command's expected failures (bad options or bad input), as argparse uses."""
 
 
 class LyraError(Exception):
@@ -44,3 +54,43 @@ class PlyFormatError(LyraError, ValueError):
 
 class WorldBuildError(LyraError, ValueError):
     """A world could not be built from the given inputs."""
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that report bad input rather than a bug: :class:`LyraError`, missing,
+    existing, mistyped or forbidden paths, and YAML syntax errors."""
+    errors: tuple[type[BaseException], ...] = (
+        LyraError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    )
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a dependency
+        return errors
+    return (*errors, yaml.YAMLError)
+
+
+def error_message(err: BaseException) -> str:
+    """``err`` as one line: OS errors as ``strerror: filename``, other messages unwrapped."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        message = f"{err.strerror}: {err.filename}"
+        if err.filename2 is not None:
+            message += f" -> {err.filename2}"
+    else:
+        message = str(err) or type(err).__name__
+    return " ".join(message.split())
+
+
+def run_command(prog: str, command: Callable[[], int | None]) -> int:
+    """Run a command's body and return its exit status. An expected failure
+    (:func:`input_errors`) prints one line ``PROG: error: MESSAGE`` to stderr and returns
+    :data:`USAGE_ERROR` instead of a traceback; other exceptions are bugs and propagate."""
+    try:
+        return int(command() or 0)
+    except input_errors() as err:
+        print(f"{prog}: error: {error_message(err)}", file=sys.stderr)
+        return USAGE_ERROR
