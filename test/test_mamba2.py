@@ -7,14 +7,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lyra_core.models.mamba2 import (
-    BidirectionalMamba2,
-    Mamba2,
-    Mamba2Block,
-    mamba_kernel_available,
-    ssd_chunked,
-    ssd_naive,
-)
+from lyra_core.models.mamba2 import BidirectionalMamba2, Mamba2, Mamba2Block
+from lyra_core.models.ssd import mamba_kernel_available, ssd_chunked, ssd_naive
 
 F64 = torch.float64
 

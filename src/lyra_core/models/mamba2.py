@@ -30,20 +30,10 @@ from torch import Tensor, nn
 from lyra_core.models.ssd import (
     compute_dtype,
     load_mamba_kernel,
-    mamba_kernel_available,
     ssd_chunked,
-    ssd_naive,
 )
 
-__all__ = [
-    "BidirectionalMamba2",
-    "GatedRMSNorm",
-    "Mamba2",
-    "Mamba2Block",
-    "mamba_kernel_available",
-    "ssd_chunked",
-    "ssd_naive",
-]
+__all__ = ["BidirectionalMamba2", "GatedRMSNorm", "Mamba2", "Mamba2Block"]
 
 
 # --------------------------------------------------------------------------------------------
