@@ -120,7 +120,7 @@ class MapConfig:
     old_keyframes: int = 2
     max_keyframes: int = 64
     steps_per_keyframe: int = 20
-    refine_downscale: int = 2
+    refine_downscale: int = 1
     ssim_weight: float = 0.2
     depth_weight: float = 0.5
     prune_opacity: float = 0.005
