@@ -1,6 +1,6 @@
 """Closed-loop latency of the world node: a tf pose published by one process to the image rendered
 at that pose received by another, p50/p95 at 320x240 and 640x480, and the sustained render rate
-while input images keep arriving.
+while input images keep arriving, each without mapping and with mapping running (same run).
 
 For every resolution the world node runs in its own process (``python -m lyra_ros.world_node``
 with a temporary config: world_source depth, depth_stride 2, one simulated camera at that size
@@ -13,6 +13,20 @@ along :func:`lyra_ros.demo.demo_robot.robot_path` on /tf at ``--tf-rate`` Hz, ev
 stamp of its own, while it keeps publishing the input image and depth at ``--input-rate`` Hz
 (the load of a live camera), and records the rendered images. A warm-up drive comes first (its
 images are not counted); the measured window lasts ``--seconds``.
+
+Every size runs twice, in this order: ``static`` (``world_source: depth``, ``refine: false``:
+the input feed is received and ignored once the world is built) and ``mapping`` (``refine:
+true``: the same world starts a map and every input frame with a pose is fused into it by the
+node's mapping worker). The input feed is the same in both: the motorcycle's left and right
+views (:func:`lyra_ros.demo.feed_robot.stereo_feed`; the right view's depth warped from the
+left disparity), alternating, each with a static tf of its camera; only the left one until the
+world is READY, so both worlds start from the same frame. With ``keyframe_translation`` 0.1 m
+(the cameras are 0.19 m apart) every fused frame is a keyframe, so the worker refines all the
+time within its default bounds (``max_frames_per_second`` 2, ``refine_steps_per_keyframe`` 10,
+``max_refine_steps_per_second`` 2, ``mapping_stride`` 2): the heaviest load those defaults
+allow. The occlusion fill is off in both (``fill_occlusions: false``), so the static world is
+exactly the in-process baseline's. ``mapping`` rows also report the map's work in the window
+(refinement steps, frames integrated, from ``~/status``) and its final counts.
 
 The node stamps every image with the tf stamp of the pose it rendered, so the latency of an
 image is its receive time minus that stamp, both on this process' clock. It is counted once per
@@ -39,6 +53,7 @@ render time (every 10 s) during the window, when it does; the node shares the CP
 process.
 
 Usage: python benchmarks/closed_loop.py [--sizes 320x240 640x480] [--seconds 15] [--out DIR]
+       [--keyframe-translation 0.1]
 """
 
 from __future__ import annotations
@@ -86,6 +101,9 @@ lyra_world:
   ros__parameters:
     world_frame: {world_frame}
     world_source: depth
+    fill_occlusions: false
+    refine: {refine}
+    keyframe_translation: {keyframe_translation!r}
     depth_stride: {stride}
     min_depth: {min_depth}
     max_depth: {max_depth}
@@ -183,14 +201,14 @@ def render_ms_in_process(
 # ---------------------------------------------------------------------------- the robot process
 
 
-def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
+def _robot_node(feed_frames, path: np.ndarray, args):
     """The benchmark's ROS side (rclpy imported here, after the environment is isolated)."""
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
 
     from lyra_ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
-    from lyra_ros.demo.demo_robot import INPUT_FRAME, ROBOT_FRAME, WORLD_FRAME, transform_msg
+    from lyra_ros.demo.demo_robot import ROBOT_FRAME, WORLD_FRAME, transform_msg
     from lyra_ros.msg import WorldStatus
     from lyra_ros.qos import LATCHED_QOS, TF_STATIC_QOS
 
@@ -210,12 +228,19 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
             self.received: list[tuple[int, int]] = []  # (image stamp ns, receive ns)
             self.last_image: Image | None = None
             self._feed_from: int | None = None
+            self.alternate = False  # left only until the world is ready, then left and right
+            self._feed_index = 0
             # Built once: the feed only restamps them.
-            self.image_msg = numpy_to_image(frame.rgb, "rgb8")
-            self.depth_msg = depth_to_image(frame.depth_m)
-            self.info_msg = intrinsics_to_camera_info(frame.intrinsics)
-            for msg in (self.image_msg, self.depth_msg, self.info_msg):
-                msg.header.frame_id = INPUT_FRAME
+            self.feed_msgs = []
+            for frame in feed_frames:
+                msgs = (
+                    numpy_to_image(frame.rgb, "rgb8"),
+                    depth_to_image(frame.depth_m),
+                    intrinsics_to_camera_info(frame.intrinsics),
+                )
+                for msg in msgs:
+                    msg.header.frame_id = frame.frame_id
+                self.feed_msgs.append(msgs)
 
             self.image_pub = self.create_publisher(Image, "camera/image", 1)
             self.depth_pub = self.create_publisher(Image, "camera/depth", 1)
@@ -226,8 +251,9 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
                 WorldStatus, "/lyra_world/status", self._on_status, LATCHED_QOS
             )
             self.create_subscription(Image, CAMERA_TOPIC, self._on_image, 10)
-            static = transform_msg(WORLD_FRAME, INPUT_FRAME, input_pose, self._now().to_msg())
-            self.tf_static_pub.publish(TFMessage(transforms=[static]))
+            stamp = self._now().to_msg()
+            static = [transform_msg(WORLD_FRAME, f.frame_id, f.pose, stamp) for f in feed_frames]
+            self.tf_static_pub.publish(TFMessage(transforms=static))
             self.create_timer(1.0 / args.input_rate, self._publish_feed)
             self.create_timer(1.0 / args.tf_rate, self._drive)
 
@@ -253,11 +279,14 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
             if now.nanoseconds < self._feed_from:
                 return
             stamp = now.to_msg()
-            for msg in (self.image_msg, self.depth_msg, self.info_msg):
+            image, depth, info = self.feed_msgs[self._feed_index]
+            if self.alternate:
+                self._feed_index = (self._feed_index + 1) % len(self.feed_msgs)
+            for msg in (image, depth, info):
                 msg.header.stamp = stamp
-            self.image_pub.publish(self.image_msg)
-            self.depth_pub.publish(self.depth_msg)
-            self.info_pub.publish(self.info_msg)
+            self.info_pub.publish(info)
+            self.depth_pub.publish(depth)
+            self.image_pub.publish(image)
             self.feed_times.append(now.nanoseconds)
 
         def _drive(self) -> None:
@@ -273,13 +302,23 @@ def _robot_node(frame, input_pose: np.ndarray, path: np.ndarray, args):
     return Robot()
 
 
-def _start_node(work: Path, width: int, height: int, intrinsics: Intrinsics, device: str):
+def _start_node(
+    work: Path,
+    width: int,
+    height: int,
+    intrinsics: Intrinsics,
+    device: str,
+    mapping: bool,
+    keyframe_translation: float,
+):
     from lyra_ros.demo.demo_robot import ROBOT_FRAME, WORLD_FRAME
 
     config = work / "world.yaml"
     config.write_text(
         CONFIG.format(
             world_frame=WORLD_FRAME,
+            refine="true" if mapping else "false",
+            keyframe_translation=float(keyframe_translation),
             stride=DEPTH_STRIDE,
             min_depth=MIN_DEPTH,
             max_depth=MAX_DEPTH,
@@ -397,8 +436,21 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
-def measure_size(width: int, height: int, context: dict, args) -> dict:
-    """One row: a fresh world node at this size, driven and timed from this process."""
+def _map_counts(status) -> dict:
+    loss = float(status.last_loss)
+    return {
+        "gaussians": status.gaussian_count,
+        "keyframes": status.keyframes,
+        "refine_steps": status.refine_steps,
+        "last_loss": round(loss, 4) if math.isfinite(loss) else None,
+        "frames_integrated": status.frames_integrated,
+        "frames_skipped": status.frames_skipped,
+        "frames_dropped": status.frames_dropped,
+    }
+
+
+def measure_size(width: int, height: int, mapping: bool, context: dict, args) -> dict:
+    """One row: a fresh world node at this size (mapping or not), driven and timed from here."""
     from rclpy.executors import SingleThreadedExecutor
 
     intrinsics = _sim_intrinsics(width, height, context["fov_x"])
@@ -410,16 +462,19 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         args.render_warmup,
         args.render_passes,
     )
-    work = context["work"] / f"{width}x{height}"
+    work = context["work"] / f"{width}x{height}_{'mapping' if mapping else 'static'}"
     work.mkdir()
-    process = _start_node(work, width, height, intrinsics, context["device"].type)
-    robot = _robot_node(context["frame"], context["input_pose"], context["path"], args)
+    process = _start_node(
+        work, width, height, intrinsics, context["device"].type, mapping, args.keyframe_translation
+    )
+    robot = _robot_node(context["feed_frames"], context["path"], args)
     executor = SingleThreadedExecutor()
     executor.add_node(robot)
     failure: NodeError | None = None
     try:
         _wait_ready(robot, executor, process)
         status = robot.status
+        robot.alternate = True
         # Warm-up: drive along the path (the first renders of a process are slow), not counted.
         robot.driving = True
         _spin(executor, args.warmup)
@@ -427,8 +482,10 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         robot.received.clear()
         robot.step = 0
         t0 = robot.get_clock().now().nanoseconds
+        status_t0 = robot.status
         _spin(executor, args.seconds)
         t1 = robot.get_clock().now().nanoseconds
+        status_t1 = robot.status
         robot.driving = False
         last = robot.tf_stamps[-1]
         # Drain: once the last pose is rendered every earlier image has arrived.
@@ -450,7 +507,7 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         raise NodeError(f"{failure}\n--- world node output ---\n{output}") from None
     if "anchoring the world" in output:
         raise NodeError(f"the world was not anchored at the input pose:\n{output}")
-    if status.gaussian_count != len(context["world"]):
+    if not mapping and status.gaussian_count != len(context["world"]):
         raise NodeError(
             f"the node built {status.gaussian_count} Gaussians, the in-process baseline "
             f"{len(context['world'])}: not the same world"
@@ -468,9 +525,20 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
         float(ms) for when, _, ms in NODE_STATS.findall(output) if t0 <= float(when) * 1e9 <= t1
     ]
     last_rgb = np.frombuffer(bytes(robot.last_image.data), np.uint8)
+    map_work = None
+    if mapping:
+        map_work = {
+            "refine_steps_in_window": status_t1.refine_steps - status_t0.refine_steps,
+            "frames_integrated_in_window": (
+                status_t1.frames_integrated - status_t0.frames_integrated
+            ),
+            "at_window_end": _map_counts(status_t1),
+        }
     return {
         "width": width,
         "height": height,
+        "mapping": mapping,
+        "map_work": map_work,
         "frames": len(latencies),
         "images": images,
         "poses_published": sum(t0 <= s <= t1 for s in robot.tf_stamps),
@@ -492,8 +560,33 @@ def measure_size(width: int, height: int, context: dict, args) -> dict:
     }
 
 
+def _comparison(rows: list[dict]) -> list[dict]:
+    """Per size: mapping row over static row (rate, p50 and p95 latency)."""
+    out = []
+    for static in (r for r in rows if not r["mapping"]):
+        size = (static["width"], static["height"])
+        mapped = next((r for r in rows if r["mapping"] and (r["width"], r["height"]) == size), None)
+        if mapped is None:
+            continue
+        out.append(
+            {
+                "width": size[0],
+                "height": size[1],
+                "rate_ratio": round(mapped["rate_hz"] / static["rate_hz"], 2),
+                "latency_p50_ratio": round(
+                    mapped["latency_ms"]["p50"] / static["latency_ms"]["p50"], 2
+                ),
+                "latency_p95_ratio": round(
+                    mapped["latency_ms"]["p95"] / static["latency_ms"]["p95"], 2
+                ),
+            }
+        )
+    return out
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     from lyra_ros.demo.demo_robot import input_camera_pose, motorcycle_frame, robot_path
+    from lyra_ros.demo.feed_robot import stereo_feed
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -505,6 +598,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     world = build_world(frame, input_pose, device)
     picks = np.linspace(0, len(path) - 1, args.render_poses).round().astype(int)
     context = {
+        "feed_frames": stereo_feed().frames,
         "frame": frame,
         "input_pose": input_pose,
         "path": path,
@@ -514,6 +608,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "fov_x": 2 * math.atan(0.5 * frame.intrinsics.width / frame.intrinsics.fx),
     }
     rows = []
+    load_before = [round(v, 2) for v in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="lyra-closed-loop-") as tmp:
         context["work"] = Path(tmp)
         (Path(tmp) / "ros_log").mkdir()
@@ -523,9 +618,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         rclpy.init()
         try:
             for width, height in args.sizes:
-                row = measure_size(width, height, context, args)
-                rows.append(row)
-                print(_format_row(row), flush=True)
+                for mapping in (False, True):
+                    row = measure_size(width, height, mapping, context, args)
+                    rows.append(row)
+                    print(_format_row(row), flush=True)
         finally:
             rclpy.try_shutdown()
     return {
@@ -550,6 +646,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             f"{CAMERA_RATE_HZ:.0f} Hz (renders back to back), localhost DDS, own domain",
             "tf_rate_hz": args.tf_rate,
             "input_rate_hz_requested": args.input_rate,
+            "input_feed": "lyra_ros.demo.feed_robot.stereo_feed(): the motorcycle's left and right "
+            "views alternating (left only until READY), static tf of both cameras",
+            "mapping": "refine: true on the same depth world; keyframe_translation "
+            f"{args.keyframe_translation} m, the other mapping parameters at their defaults "
+            "(lyra_ros.parameters); fill_occlusions false in both",
             "seconds": args.seconds,
             "warmup_s": args.warmup,
             "path": "lyra_ros.demo.demo_robot.robot_path over the window",
@@ -565,13 +666,20 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "latency_over_render": "p50 latency / render_ms_in_process (1 + half a tf period "
             "over the render time with a pipeline that costs nothing)",
         },
+        "load_average_1_5_15min": {
+            "before": load_before,
+            "after": [round(v, 2) for v in os.getloadavg()],
+            "note": "the machine's load (other processes share its CPUs); above the CPU count, "
+            "the numbers are slower than on an idle machine",
+        },
         "rows": rows,
+        "mapping_over_static": _comparison(rows),
     }
 
 
 HEADER = (
-    f"{'size':>8} {'frames':>6} {'rate Hz':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
-    f"{'fresh p50':>9} {'render ms':>9} {'p50/render':>10} {'input Hz':>8}"
+    f"{'size':>8} {'mapping':>7} {'frames':>6} {'rate Hz':>7} {'p50 ms':>7} {'p95 ms':>7} "
+    f"{'max ms':>7} {'fresh p50':>9} {'render ms':>9} {'p50/render':>10} {'input Hz':>8}"
 )
 
 
@@ -579,8 +687,9 @@ def _format_row(row: dict) -> str:
     size = f"{row['width']}x{row['height']}"
     lat = row["latency_ms"]
     fresh = f"{row['fresh_view_ms']['p50']:.1f}" if row["fresh_view_ms"] else "-"
+    mapping = "on" if row["mapping"] else "off"
     return (
-        f"{size:>8} {row['frames']:>6} {row['rate_hz']:>7.1f} {lat['p50']:>7.1f} "
+        f"{size:>8} {mapping:>7} {row['frames']:>6} {row['rate_hz']:>7.1f} {lat['p50']:>7.1f} "
         f"{lat['p95']:>7.1f} {lat['max']:>7.1f} {fresh:>9} {row['render_ms_in_process']:>9.1f} "
         f"{row['latency_over_render']:>9.2f}x {row['input_rate_hz']:>8.1f}"
     )
@@ -603,6 +712,12 @@ def main() -> None:
     parser.add_argument("--render-warmup", type=int, default=2, help="baseline warm-up passes")
     parser.add_argument("--render-passes", type=int, default=2, help="baseline timed passes")
     parser.add_argument("--device", default="auto", help="render device: auto, cpu or cuda")
+    parser.add_argument(
+        "--keyframe-translation",
+        type=float,
+        default=0.1,
+        help="mapping rows: meters of camera motion that make a keyframe",
+    )
     parser.add_argument("--domain-id", type=int, default=1 + os.getpid() % 100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()

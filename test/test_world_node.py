@@ -645,6 +645,9 @@ BAD_PARAMETERS = [
     ({"max_depth": 0.01}, "max_depth"),  # below min_depth
     ({"opacity": 0.0}, "opacity"),
     ({"device": "tpu"}, "device"),
+    ({"mapping_stride": 0}, "mapping_stride"),
+    ({"max_refine_steps_per_second": 0.0}, "max_refine_steps_per_second"),
+    ({"world_source": "fusion", "use_depth": False}, "use_depth"),
 ]
 if not torch.cuda.is_available():
     BAD_PARAMETERS.append(({"device": "cuda"}, "device"))

@@ -11,6 +11,12 @@ Parameters the node reads again while running (``build_on_first_image``, ``use_d
 ``default_fov_deg``, ``point_cloud_max_points``, ``max_render_pixels``) may be changed at run
 time within their ranges; the others are read-only (they take effect at start-up only).
 README.md, "Node parameters", documents them all; config/world.yaml lists their defaults.
+
+The mapping parameters (``refine``, ``max_gaussians``, ``mapping_stride``, ``keyframe_*``,
+``refine_steps_per_keyframe``, ``refine_downscale``, ``max_refine_steps_per_second``,
+``max_frames_per_second``, ``max_mapping_load``, ``map_publish_period``, ``pose_timeout``) bound
+what fusing the camera feed into the world may cost (:mod:`lyra_ros.mapping_worker`); they come
+back as :class:`MappingParameters`.
 """
 
 from __future__ import annotations
@@ -32,16 +38,32 @@ from rclpy.parameter import Parameter
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.mapping.gaussian_map import MapConfig
 from lyra_core.mapping.world_builder import WORLD_SOURCES, BuildOptions
 from lyra_core.utils.errors import LyraError
+from lyra_ros.mapping_worker import MappingSettings
 from lyra_ros.sim_camera import SimCamera
 
 __all__ = [
     "DEFAULT_MAX_RENDER_PIXELS",
+    "FUSION",
+    "NODE_WORLD_SOURCES",
+    "MappingParameters",
     "ParameterError",
     "WorldParameters",
     "declare_world_parameters",
 ]
+
+FUSION = "fusion"
+"""``world_source`` that builds the world from the camera feed alone (a growing map)."""
+
+NODE_WORLD_SOURCES = (*WORLD_SOURCES, FUSION)
+
+UNLIMITED_DEPTH_M = 1e6
+"""The map's largest valid depth when ``max_depth`` is 0 (no limit), meters."""
+
+SMALLEST_MAP_DEPTH_M = 1e-3
+"""The map's smallest valid depth when ``min_depth`` is 0 (it needs a positive one), meters."""
 
 DEFAULT_MAX_RENDER_PIXELS = 2048 * 2048
 """Largest image (width x height) rendered: ~4.2 MP; a render of this size of a world that covers
@@ -76,12 +98,35 @@ class WorldParameters:
     background: tuple[float, float, float]
     tf_cache_time: float
     cameras: tuple[SimCamera, ...]
+    mapping: MappingParameters
+
+
+@dataclass(frozen=True)
+class MappingParameters:
+    """How the node fuses its camera feed into the world (:mod:`lyra_ros.mapping_worker`).
+
+    Attributes:
+        refine: the ``depth`` and ``lyra`` sources keep mapping after their single-frame build
+            (the built world is the map's start); ``fusion`` always maps.
+        pose_timeout: seconds a frame waits for its camera's tf pose at the frame's stamp.
+        settings: the map's configuration and the worker's cost bounds.
+    """
+
+    refine: bool
+    pose_timeout: float
+    settings: MappingSettings
 
 
 # (name, default, description, (low, high) or None, read-only)
 _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool], ...] = (
     ("world_frame", "map", "Fixed frame the world is anchored in.", None, True),
-    ("world_source", "auto", "auto, depth or lyra: how worlds are built.", None, True),
+    (
+        "world_source",
+        "auto",
+        "auto, depth, lyra (one frame) or fusion (a map grown from the camera feed).",
+        None,
+        True,
+    ),
     ("build_on_first_image", True, "Build as soon as input arrives.", None, False),
     ("image_transport", "raw", "raw (Image) or compressed (CompressedImage).", None, True),
     ("use_depth", True, "Subscribe to the depth image.", None, False),
@@ -122,6 +167,78 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
         "Largest width x height rendered (~/render_view and simulated cameras).",
         (1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE),
         False,
+    ),
+    (
+        "refine",
+        False,
+        "depth/lyra sources: keep fusing posed frames into the built world (fusion always does).",
+        None,
+        True,
+    ),
+    ("max_gaussians", 300_000, "Mapping: most Gaussians the map holds.", (1, 10**8), True),
+    ("mapping_stride", 2, "Mapping: new Gaussians from every n-th pixel per axis.", (1, 64), True),
+    (
+        "keyframe_translation",
+        0.25,
+        "Mapping: camera motion (m) since the last keyframe that makes a keyframe.",
+        (0.0, 1000.0),
+        True,
+    ),
+    (
+        "keyframe_rotation_deg",
+        15.0,
+        "Mapping: camera rotation (degrees) since the last keyframe that makes a keyframe.",
+        (0.0, 180.0),
+        True,
+    ),
+    (
+        "refine_steps_per_keyframe",
+        10,
+        "Mapping: refinement steps owed per keyframe (0: no refinement).",
+        (0, 10_000),
+        True,
+    ),
+    (
+        "refine_downscale",
+        1,
+        "Mapping: refinement renders keyframes at 1/n resolution (larger: cheaper steps).",
+        (1, 16),
+        True,
+    ),
+    (
+        "max_refine_steps_per_second",
+        2.0,
+        "Mapping: refinement steps per second at most (the worker sleeps to stay under it).",
+        (0.01, 10_000.0),
+        True,
+    ),
+    (
+        "max_frames_per_second",
+        2.0,
+        "Mapping: frames added to the map per second at most (newer ones replace waiting ones).",
+        (0.01, 1000.0),
+        True,
+    ),
+    (
+        "max_mapping_load",
+        0.5,
+        "Mapping: share of the time the mapping worker may work (it rests in proportion).",
+        (0.01, 1.0),
+        True,
+    ),
+    (
+        "map_publish_period",
+        1.0,
+        "Mapping: seconds between replacements of the served world (and status).",
+        (0.01, 3600.0),
+        True,
+    ),
+    (
+        "pose_timeout",
+        0.2,
+        "Mapping: seconds a frame waits for its tf pose at its stamp before it is skipped.",
+        (0.0, 10.0),
+        True,
     ),
 )
 
@@ -313,7 +430,7 @@ def declare_world_parameters(node: Node) -> WorldParameters:
     """
     value = {spec[0]: _declare(node, *spec) for spec in _WORLD_PARAMETERS}
     _check_frame("world_frame", value["world_frame"])
-    _check_choice("world_source", value["world_source"], WORLD_SOURCES)
+    _check_choice("world_source", value["world_source"], NODE_WORLD_SOURCES)
     _check_choice("image_transport", value["image_transport"], IMAGE_TRANSPORTS)
     if not 0.0 < value["opacity"] < 1.0:
         raise ParameterError("opacity", f"must be in (0, 1), got {value['opacity']}")
@@ -322,6 +439,10 @@ def declare_world_parameters(node: Node) -> WorldParameters:
             "max_depth",
             f"must be 0 (no limit) or larger than min_depth ({value['min_depth']}), "
             f"got {value['max_depth']}",
+        )
+    if value["world_source"] == FUSION and not value["use_depth"]:
+        raise ParameterError(
+            "use_depth", "must be true with world_source fusion (the map grows from depth)"
         )
     device = _resolve_device(value["device"])
     background = _check_background(value["background"])
@@ -347,4 +468,31 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         background=background,
         tf_cache_time=value["tf_cache_time"],
         cameras=cameras,
+        mapping=_mapping_parameters(value, background),
     )
+
+
+def _mapping_parameters(value: dict[str, Any], background: tuple[float, float, float]):
+    """The mapping parameters as :class:`MappingParameters` (ranges already checked by ROS)."""
+    max_depth = value["max_depth"] if value["max_depth"] > 0 else UNLIMITED_DEPTH_M
+    config = MapConfig(
+        max_gaussians=value["max_gaussians"],
+        pixel_stride=value["mapping_stride"],
+        new_opacity=value["opacity"],
+        min_depth=max(value["min_depth"], SMALLEST_MAP_DEPTH_M),
+        max_depth=max_depth,
+        keyframe_translation=value["keyframe_translation"],
+        keyframe_rotation_deg=value["keyframe_rotation_deg"],
+        refine_downscale=value["refine_downscale"],
+        steps_per_keyframe=0,  # the worker runs the steps itself, rate-limited
+        background=background,
+    )
+    settings = MappingSettings(
+        map_config=config,
+        steps_per_keyframe=value["refine_steps_per_keyframe"],
+        max_steps_per_second=value["max_refine_steps_per_second"],
+        max_frames_per_second=value["max_frames_per_second"],
+        publish_period=value["map_publish_period"],
+        max_load=value["max_mapping_load"],
+    )
+    return MappingParameters(value["refine"], value["pose_timeout"], settings)

@@ -75,8 +75,14 @@ class ServiceThread:
         self._thread.start()
 
     def _spin(self) -> None:
-        with contextlib.suppress(ExternalShutdownException, ShutdownException):
-            self._executor.spin()
+        try:
+            with contextlib.suppress(ExternalShutdownException, ShutdownException):
+                self._executor.spin()
+        except Exception:
+            # SIGINT shuts the context down under a spinning executor: rcl then fails to make
+            # its wait set (RCLError "context is not valid"). That is the end, not an error.
+            if self.node.context.ok():
+                raise
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the executor, wait for its thread (at most ``timeout`` s), destroy the node.

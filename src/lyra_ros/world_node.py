@@ -14,6 +14,15 @@ Services:
   (lyra_ros/WorldFile). ``~/build_world`` and ``~/render_view`` are served from threads of their
   own (:mod:`lyra_ros.service_thread`), so a long build or render never blocks the rest.
 
+Mapping (``world_source: fusion``, or ``refine: true`` with the other sources): every image
+(with the depth image of the same stamp) whose camera has a tf pose in ``world_frame`` at the
+image's stamp is fused into a growing Gaussian map by :class:`~lyra_ros.mapping_worker.
+MappingWorker` in a thread of its own (a queue of one frame: the newest wins). ``fusion`` starts
+the map from the first such frame (or from ``~/build_world``); ``refine`` starts it from the
+single-frame world (observed Gaussians for ``depth``, generated content for ``lyra``, which
+frames with depth replace where they see it). Every ``map_publish_period`` the served world is
+replaced by a snapshot of the map (one reference swap), so rendering never waits for mapping.
+
 Parameters: :mod:`lyra_ros.parameters` (declared with ranges, all checked at start-up; a bad one
 ends ``lyra-world`` with one line naming it and exit code 2), documented in the README and
 config/world.yaml.
@@ -37,7 +46,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
 from lyra_core.geometry.cameras import Cameras, Intrinsics
-from lyra_core.mapping.world_builder import BuildOptions, WorldBuilder
+from lyra_core.mapping.frames import PosedFrame
+from lyra_core.mapping.world_builder import (
+    BuildOptions,
+    BuiltWorld,
+    WorldBuilder,
+    occlusion_fill_gaussians,
+    resolve_source,
+)
 from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.ply import read_ply, write_ply
@@ -51,8 +67,17 @@ from lyra_ros.conversions import (
     pose_to_matrix,
 )
 from lyra_ros.inputs import InputFrame, input_frame
+from lyra_ros.mapping_worker import (
+    FrameSkipError,
+    MappingStats,
+    MappingWorker,
+    leading_observations,
+    scene_scale,
+    seed_with_frame,
+    seed_with_world,
+)
 from lyra_ros.msg import WorldStatus
-from lyra_ros.parameters import ParameterError, declare_world_parameters
+from lyra_ros.parameters import FUSION, ParameterError, declare_world_parameters
 from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
 from lyra_ros.service_thread import ServiceThread
 from lyra_ros.sim_camera import SimCameraThread
@@ -62,6 +87,13 @@ from lyra_ros.tf import TfError, TfExtrapolationError, TransformLookup
 ERROR_LOG_PERIOD_S = 5.0
 """A build error repeated within this many seconds is not logged again (a bad camera stream
 fails every auto-build retry the same way)."""
+
+SKIP_LOG_PERIOD_S = 5.0
+"""Seconds between two warnings about frames the map skipped (they repeat at the camera rate)."""
+
+SNAPSHOT_TIMEOUT_S = 5.0
+"""~/save_world waits at most this long for the map's step in progress, then saves the served
+snapshot instead."""
 
 
 class WorldNode(Node):
@@ -77,6 +109,7 @@ class WorldNode(Node):
         self._service_threads: list[ServiceThread] = []
         self._cameras: list[SimCameraThread] = []
         self._builder: ThreadPoolExecutor | None = None
+        self._worker: MappingWorker | None = None
         try:
             params = declare_world_parameters(self)
         except ParameterError:
@@ -86,18 +119,31 @@ class WorldNode(Node):
         self.options = params.build
         self.device = params.device
         self.background = params.background
+        self.mapping = params.mapping
         self.world_builder = WorldBuilder(self.device)  # keeps the Lyra model between builds
 
         self._lock = threading.Lock()
         self._world: Gaussians | None = None
-        self._status = WorldStatus(state=WorldStatus.STATE_WAITING, world_frame=self.world_frame)
+        self._status = self._new_status()
         self._latest_image: Image | CompressedImage | None = None
         self._latest_depth: Image | None = None
         self._latest_info: CameraInfo | None = None
         self._attempted: tuple[object, object] | None = None  # inputs of the last build
         self._last_error: tuple[str, float] = ("", -math.inf)
         self._warned_no_info = False
+        # Mapping: the worker's map generation the served world comes from (None: not a map),
+        # and the image waiting for the depth image of its stamp.
+        self._map_generation: int | None = None
+        self._unpaired_image: Image | CompressedImage | None = None
+        self._last_skip_warning = -math.inf
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyra_build")
+        self._worker = MappingWorker(
+            self.mapping.settings,
+            self._prepare_frame,
+            self._on_map,
+            self._on_skip,
+            device=self.device,
+        )
 
         self.tf = TransformLookup(self, cache_time=params.tf_cache_time)
         self._create_interfaces(params.image_transport)
@@ -108,13 +154,24 @@ class WorldNode(Node):
                 )
             )
         self._publish_status()
+        self._worker.start()
         for camera in self._cameras:
             camera.start()
+        mapping = "fusion" if self._maps_every_world() else "off"
         self.get_logger().info(
             f"lyra_world ready: world_frame={self.world_frame}, source={self.options.source}, "
-            f"{len(self._cameras)} simulated camera(s), tf via {self.tf.backend}, "
-            f"render device {self.device}"
+            f"mapping {mapping}, {len(self._cameras)} simulated camera(s), "
+            f"tf via {self.tf.backend}, render device {self.device}"
         )
+
+    def _new_status(self) -> WorldStatus:
+        return WorldStatus(
+            state=WorldStatus.STATE_WAITING, world_frame=self.world_frame, last_loss=math.nan
+        )
+
+    def _maps_every_world(self) -> bool:
+        """Whether every world (built, loaded) starts a map that the camera feed grows."""
+        return self.mapping.refine or self.options.source == FUSION
 
     # ------------------------------------------------------------------ interfaces
 
@@ -147,12 +204,45 @@ class WorldNode(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         with self._lock:
             self._latest_image = msg
+            self._unpaired_image = msg
+        self._offer_frame()
         self._maybe_auto_build()
 
     def _on_depth(self, msg: Image) -> None:
         with self._lock:
             self._latest_depth = msg
+        self._offer_frame()
         self._maybe_auto_build()
+
+    def _offer_frame(self) -> None:
+        """Hand the newest complete frame to the map: the image, and with ``use_depth`` the depth
+        image of the same stamp (whichever of the two arrived last completes it)."""
+        use_depth = self.get_parameter("use_depth").value
+        with self._lock:
+            if not self._accepts_frames_locked():
+                return
+            image, depth = self._unpaired_image, None
+            if image is None:
+                return
+            if use_depth:
+                depth = self._latest_depth
+                if depth is None or depth.header.stamp != image.header.stamp:
+                    return  # its depth is still on the way
+            self._unpaired_image = None
+            item = (image, depth, self._latest_info)
+            self._worker.submit(item)
+
+    def _accepts_frames_locked(self) -> bool:
+        """Frames go to the map while it maps the served world, or (``fusion`` with
+        ``build_on_first_image``) while there is no world yet: the first frame starts it."""
+        if self._map_generation is not None:
+            return True
+        return (
+            self.options.source == FUSION
+            and self._world is None
+            and self._status.state != WorldStatus.STATE_BUILDING
+            and self.get_parameter("build_on_first_image").value
+        )
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._lock:
@@ -165,8 +255,8 @@ class WorldNode(Node):
         again, also one that arrived while the failing build ran; the inputs that failed are
         not.
         """
-        if not self.get_parameter("build_on_first_image").value:
-            return
+        if not self.get_parameter("build_on_first_image").value or self.options.source == FUSION:
+            return  # fusion: frames start the map in the mapping worker
         use_depth = self.get_parameter("use_depth").value
         with self._lock:
             state = self._status.state
@@ -222,22 +312,84 @@ class WorldNode(Node):
         return future
 
     def _build(self, make_inputs, options: BuildOptions) -> tuple[bool, str]:
+        start = time.perf_counter()
         try:
             frame = make_inputs()
             world_from_camera = self._anchor(frame)
-            built = self.world_builder.build(
-                frame.rgb, frame.depth_m, frame.intrinsics, world_from_camera, options
-            )
+            if options.source == FUSION:
+                posed = self._posed_frame(frame, world_from_camera)
+                gaussians, stats, generation = self._worker.start_map(
+                    lambda world_map: seed_with_frame(world_map, posed), frames=1
+                )
+                source, map_state = FUSION, (stats, generation)
+                seconds = time.perf_counter() - start
+            else:
+                maps = self._maps_every_world()
+                built, observed = self._build_single(frame, world_from_camera, options, maps)
+                if built.stages:
+                    stages = ", ".join(f"{k} {v:.2f} s" for k, v in built.stages.items())
+                    self.get_logger().info(f"{built.source} build stages: {stages}")
+                gaussians, source, map_state = built.gaussians, built.source, None
+                seconds = built.seconds
+                if maps:
+                    posed = self._posed_frame(frame, world_from_camera)
+                    scale = scene_scale(frame.depth_m, options.lyra_assumed_depth)
+                    gaussians, stats, generation = self._worker.start_map(
+                        lambda world_map: seed_with_world(world_map, built, observed, posed, scale),
+                        frames=1,
+                    )
+                    map_state = (stats, generation)
+                    seconds = time.perf_counter() - start
         except Exception as err:  # never let a build kill the node
             message = str(err) if isinstance(err, WorldBuildError) else f"build failed: {err!r}"
             self._fail(message)
             self._maybe_auto_build()  # input that arrived during this build gets its try
             return False, message
-        if built.stages:
-            stages = ", ".join(f"{k} {v:.2f} s" for k, v in built.stages.items())
-            self.get_logger().info(f"{built.source} build stages: {stages}")
-        self._set_world(built.gaussians.to(self.device), built.source, built.seconds)
-        return True, f"built {len(built.gaussians)} Gaussians from {built.source}"
+        self._set_world(gaussians.to(self.device), source, seconds, map_state)
+        return True, f"built {len(gaussians)} Gaussians from {source}"
+
+    def _build_single(
+        self, frame: InputFrame, world_from_camera: np.ndarray, options: BuildOptions, maps: bool
+    ) -> tuple[BuiltWorld, int]:
+        """A single-frame world, and how many of its first Gaussians are observations.
+
+        For a map (``maps``), a ``depth`` world's occlusion fill is built apart, so the map
+        knows it as generated content that later frames replace where they see it.
+        """
+        rgb, depth, intrinsics = frame.rgb, frame.depth_m, frame.intrinsics
+        split = maps and options.fill_occlusions and depth is not None
+        if split and resolve_source(options, has_depth=True) == "depth":
+            no_fill = replace(options, fill_occlusions=False)
+            built = self.world_builder.build(rgb, depth, intrinsics, world_from_camera, no_fill)
+            start = time.perf_counter()
+            fill = occlusion_fill_gaussians(rgb, depth, intrinsics, world_from_camera, options)
+            observed = len(built.gaussians)
+            built.gaussians = Gaussians.cat([built.gaussians, fill.to(built.gaussians.device)])
+            built.stages["fill"] = time.perf_counter() - start
+            built.seconds += built.stages["fill"]
+            return built, observed
+        built = self.world_builder.build(rgb, depth, intrinsics, world_from_camera, options)
+        if built.source == "depth":
+            return built, len(built.gaussians)
+        if not maps:
+            return built, 0
+        return built, leading_observations(
+            built, rgb, depth, intrinsics, world_from_camera, options
+        )
+
+    def _posed_frame(self, frame: InputFrame, world_from_camera: np.ndarray) -> PosedFrame:
+        stamp = frame.stamp.nanoseconds * 1e-9
+        try:
+            return PosedFrame(
+                frame.rgb,
+                frame.intrinsics,
+                world_from_camera,
+                frame.depth_m,
+                stamp=stamp,
+                name=f"{frame.frame_id or 'image'} at {stamp:.3f} s",
+            )
+        except ValueError as err:
+            raise WorldBuildError(f"bad frame for the map: {err}") from err
 
     def _anchor(self, frame: InputFrame) -> np.ndarray:
         """Pose of the input camera in the world frame at the image stamp.
@@ -262,18 +414,115 @@ class WorldNode(Node):
             )
             return np.eye(4)
 
-    def _set_world(self, gaussians: Gaussians, source: str, seconds: float) -> None:
+    def _set_world(
+        self,
+        gaussians: Gaussians,
+        source: str,
+        seconds: float,
+        map_state: tuple[MappingStats, int] | None = None,
+    ) -> None:
+        """Serve a new world; ``map_state`` (its map's counters and generation) when a map
+        starts with it, None for a world no frames are fused into (any map is dropped)."""
         with self._lock:
             self._world = gaussians
             self._status.source = source
             self._status.gaussian_count = len(gaussians)
             self._status.build_seconds = float(seconds)
             self._status.error = ""
+            if map_state is None:
+                self._worker.reset()
+                self._map_generation = None
+                self._apply_stats_locked(MappingStats())
+            else:
+                self._map_generation = map_state[1]
+                self._apply_stats_locked(map_state[0])
         self._set_state(WorldStatus.STATE_READY)
         self._publish_points(gaussians)
+        mapping = ", mapping" if map_state is not None else ""
         self.get_logger().info(
-            f"world ready: {len(gaussians)} Gaussians ({source}, {seconds:.2f} s)"
+            f"world ready: {len(gaussians)} Gaussians ({source}, {seconds:.2f} s{mapping})"
         )
+
+    # ------------------------------------------------------------------ mapping
+
+    def _prepare_frame(self, item) -> PosedFrame:
+        """A submitted (image, depth, camera_info) as a posed frame (in the mapping worker)."""
+        image, depth, info = item
+        try:
+            frame = self._to_input_frame(image, depth, info)
+        except WorldBuildError as err:
+            raise FrameSkipError(str(err)) from err
+        try:
+            return self._posed_frame(frame, self._pose_at_stamp(frame))
+        except WorldBuildError as err:
+            raise FrameSkipError(str(err)) from err
+
+    def _pose_at_stamp(self, frame: InputFrame) -> np.ndarray:
+        """The camera's pose in the world frame at the image stamp, waiting up to
+        ``pose_timeout`` for tf; no fallback: a frame without one is skipped."""
+        stamp = frame.stamp.nanoseconds * 1e-9
+        where = f"{frame.frame_id or '(no frame_id)'} at {stamp:.3f} s"
+        if frame.frame_id == self.world_frame:
+            return np.eye(4)
+        if not frame.frame_id:
+            raise FrameSkipError("the image has no frame_id, so no pose")
+        if frame.stamp.nanoseconds == 0:
+            raise FrameSkipError(f"{where}: the image has no stamp, so no pose at its time")
+        try:
+            matrix, _ = self.tf.lookup_matrix(
+                self.world_frame, frame.frame_id, frame.stamp, self.mapping.pose_timeout
+            )
+        except TfError as err:
+            raise FrameSkipError(f"{where}: no pose in {self.world_frame}: {err}") from err
+        if not np.isfinite(matrix).all():
+            raise FrameSkipError(f"{where}: the pose has NaN or inf")
+        return matrix
+
+    def _on_skip(self, reason: str, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last_skip_warning >= SKIP_LOG_PERIOD_S:
+            self._last_skip_warning = now
+            self.get_logger().warning(f"mapping skipped a frame ({count} so far): {reason}")
+
+    def _on_map(self, gaussians: Gaussians | None, stats: MappingStats, generation: int) -> None:
+        """A new map snapshot (or new counters) from the worker: swap the served world."""
+        started = False
+        with self._lock:
+            if not self._worker.is_current(generation):
+                return  # reset or replaced since
+            if self._map_generation != generation:
+                # Only a map the feed starts may come unannounced (its counters while it waits
+                # for its first frame, then its first snapshot); a build's or load's map is
+                # served from its start (_set_world).
+                if self._map_generation is not None or not self._accepts_frames_locked():
+                    return
+                if gaussians is not None:
+                    started = True
+                    self._map_generation = generation
+                    self._status.source = FUSION
+                    self._status.build_seconds = 0.0
+                    self._status.error = ""
+            if gaussians is not None:
+                self._world = gaussians
+                self._status.gaussian_count = len(gaussians)
+                if self._status.state != WorldStatus.STATE_BUILDING:
+                    self._status.state = WorldStatus.STATE_READY
+            self._apply_stats_locked(stats)
+        self._publish_status()
+        if gaussians is not None:
+            self._publish_points(gaussians)
+        if started:
+            self.get_logger().info(f"map started from the camera feed: {len(gaussians)} Gaussians")
+
+    def _apply_stats_locked(self, stats: MappingStats) -> None:
+        status = self._status
+        status.keyframes = stats.keyframes
+        status.refine_steps = stats.refine_steps
+        status.refine_steps_owed = stats.refine_steps_owed
+        status.last_loss = stats.last_loss
+        status.frames_integrated = stats.frames_integrated
+        status.frames_skipped = stats.frames_skipped
+        status.frames_dropped = stats.frames_dropped
 
     def _fail(self, text: str) -> None:
         with self._lock:
@@ -294,6 +543,7 @@ class WorldNode(Node):
         with self._lock:
             self._status.header.stamp = self.get_clock().now().to_msg()
             self._status.header.frame_id = self.world_frame
+            self._status.mapping = self._accepts_frames_locked()
             msg = WorldStatus()
             for name in msg.get_fields_and_field_types():
                 setattr(msg, name, getattr(self._status, name))
@@ -334,11 +584,11 @@ class WorldNode(Node):
             if self._status.state == WorldStatus.STATE_BUILDING:
                 response.success, response.message = False, "busy: a build is running"
                 return response
+            self._worker.reset()
+            self._map_generation = None
             self._world = None
-            self._status = WorldStatus(
-                state=WorldStatus.STATE_WAITING, world_frame=self.world_frame
-            )
-            self._latest_image = self._latest_depth = None
+            self._status = self._new_status()
+            self._latest_image = self._latest_depth = self._unpaired_image = None
             self._attempted = None
         self._publish_status()
         response.success, response.message = True, "world dropped; waiting for the next image"
@@ -405,8 +655,14 @@ class WorldNode(Node):
 
     def _on_save(self, request: WorldFile.Request, response: WorldFile.Response):
         """Write the world as a PLY, atomically; :func:`write_ply` also removes temporary files
-        that killed writers (kill -9, power cut) left in the folder."""
-        world = self._world
+        that killed writers (kill -9, power cut) left in the folder. A world being mapped is
+        saved as the map is now (after the step in progress), not as last served."""
+        with self._lock:
+            world, generation = self._world, self._map_generation
+        if generation is not None:
+            current = self._worker.snapshot(SNAPSHOT_TIMEOUT_S)
+            if current is not None and self._worker.is_current(generation):
+                world = current[0]
         if world is None:
             response.success, response.message = False, "no world to save"
             return response
@@ -431,7 +687,14 @@ class WorldNode(Node):
         except (OSError, LyraError, ValueError) as err:
             response.success, response.message = False, f"load failed: {err}"
             return response
-        self._set_world(gaussians.to(self.device), "ply", time.perf_counter() - start)
+        map_state = None
+        if self._maps_every_world():
+            loaded = gaussians
+            gaussians, stats, generation = self._worker.start_map(
+                lambda world_map: world_map.add_observed(loaded)
+            )
+            map_state = (stats, generation)
+        self._set_world(gaussians.to(self.device), "ply", time.perf_counter() - start, map_state)
         response.success, response.message = True, f"loaded {request.path}"
         response.gaussian_count = len(gaussians)
         return response
@@ -441,9 +704,12 @@ class WorldNode(Node):
         node; safe to call on a node whose construction failed, and twice."""
         stopped = all([helper.shutdown() for helper in self._service_threads])
         stopped &= all([camera.stop() for camera in self._cameras])
+        if self._worker is not None:
+            stopped &= self._worker.stop()
         if self._builder is not None:
             self._builder.shutdown(wait=False, cancel_futures=True)
         self._service_threads, self._cameras, self._builder = [], [], None
+        self._worker = None
         if not stopped:
             # A thread still inside rcl (e.g. publishing): destroying the node under it could
             # crash the process; its resources go with the process instead.

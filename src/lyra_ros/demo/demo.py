@@ -3,6 +3,12 @@
 Starts ``lyra_world`` (config/demo.yaml) as its own process, runs the demo robot here, and stops
 the world node at the end. The robot publishes a real RGB-D photo, drives its camera along a
 path on tf and records what the world node renders for it; outputs go to ``--out``.
+
+Feed mode (``--feed room|stereo``, or ``--world-source fusion``, which uses the room feed): the
+world node maps its camera feed (``world_source: fusion``) and the feed robot
+(:mod:`lyra_ros.demo.feed_robot`) publishes posed RGB-D frames, so the world grows as it
+drives; a contact sheet of the served views after the first frame and after the feed goes to
+``--out``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 from lyra_ros.config import config_path, use_large_data_transport
+
+FUSION = "fusion"
+FEEDS = ("room", "stereo")  # lyra_ros.demo.feed_robot (imported once the environment is set)
 
 
 def isolated_ros_environment() -> dict[str, str]:
@@ -36,9 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path-seconds", type=float, default=8.0, help="duration of the drive")
     parser.add_argument(
         "--world-source",
-        choices=("auto", "depth", "lyra"),
+        choices=("auto", "depth", "lyra", FUSION),
         default="auto",
-        help="world source of the node (lyra: the Lyra student)",
+        help="world source of the node (lyra: the Lyra student; fusion: the room feed)",
+    )
+    parser.add_argument(
+        "--feed",
+        choices=FEEDS,
+        default=None,
+        help="feed mode: the robot publishes posed RGB-D frames (room: a drive through the "
+        "procedural room; stereo: the motorcycle's left and right views) and the world grows",
     )
     parser.add_argument(
         "--lyra-checkpoint",
@@ -46,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         help="student folder for lyra ('shipped': the packaged one)",
     )
     args = parser.parse_args(argv)
+    if args.world_source == FUSION and args.feed is None:
+        args.feed = "room"
+    if args.feed is not None:
+        args.world_source = FUSION
     overrides = ["-p", f"world_source:={args.world_source}"]
+    if args.feed == "stereo":  # the right camera is 0.19 m from the left one: a keyframe too
+        overrides += ["-p", "keyframe_translation:=0.1"]
     if args.lyra_checkpoint:
         overrides += ["-p", f"lyra_checkpoint:={args.lyra_checkpoint}"]
 
@@ -74,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         import rclpy
 
         from lyra_ros.demo.demo_robot import run
+        from lyra_ros.demo.feed_robot import room_feed, run_feed, stereo_feed
 
         rclpy.init()
         try:
-            summary = run(args.out, timeout=args.timeout, path_seconds=args.path_seconds)
+            if args.feed is not None:
+                feed = room_feed() if args.feed == "room" else stereo_feed()
+                summary = run_feed(args.out, feed, timeout=args.timeout)
+            else:
+                summary = run(args.out, timeout=args.timeout, path_seconds=args.path_seconds)
         finally:
             rclpy.shutdown()
     finally:
@@ -87,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             world.kill()
     print(json.dumps(summary, indent=2))
+    if args.feed is not None:
+        first, after = summary["first_frame"]["status"], summary["after_fusion"]["status"]
+        print(
+            f"\n{args.feed} feed: {first['gaussians']} -> {after['gaussians']} Gaussians, "
+            f"{after['keyframes']} keyframes, {after['refine_steps']} refinement steps; "
+            f"outputs in {args.out}/"
+        )
+        for name, path in summary["outputs"].items():
+            print(f"  {name:>13}: {path}")
+        return 0
     print(f"\nrendered {summary['frames_received']} robot views; outputs in {args.out}/")
     for name, path in summary["outputs"].items():
         print(f"  {name:>13}: {path}")
