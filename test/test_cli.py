@@ -130,7 +130,7 @@ def fake_command(monkeypatch, error: BaseException) -> None:
     [
         (CheckpointError("ckpt: no decoder/\n  (was it exported?)"), "ckpt: no decoder/ (was it"),
         (FileNotFoundError(2, "No such file or directory", "/x/y"), "No such file or directory"),
-        (PermissionError(13, "Permission denied", "/root/z"), "Permission denied: /root/z"),
+        (PermissionError(13, "Permission denied", "secret/z"), "Permission denied: secret/z"),
         (IsADirectoryError(21, "Is a directory", "/tmp"), "Is a directory: /tmp"),
         (NotADirectoryError(20, "Not a directory", "/etc/hosts/x"), "Not a directory"),
     ],
