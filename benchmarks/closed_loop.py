@@ -67,7 +67,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -81,6 +80,7 @@ from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_ros.config import use_large_data_transport
+from lyra_ros.demo.demo import world_node_command
 from report import sync, write_report
 
 DEFAULT_SIZES = ("320x240", "640x480")
@@ -338,20 +338,7 @@ def _start_node(
     )
     log = (work / "node.log").open("w")  # a file, not a pipe: a full pipe would stall the node
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lyra_ros.world_node",
-            "--config",
-            str(config),
-            "--ros-args",
-            "-r",
-            "image:=camera/image",
-            "-r",
-            "depth:=camera/depth",
-            "-r",
-            "camera_info:=camera/camera_info",
-        ],
+        world_node_command(config),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=dict(os.environ),
@@ -436,22 +423,11 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
-def _map_counts(status) -> dict:
-    loss = float(status.last_loss)
-    return {
-        "gaussians": status.gaussian_count,
-        "keyframes": status.keyframes,
-        "refine_steps": status.refine_steps,
-        "last_loss": round(loss, 4) if math.isfinite(loss) else None,
-        "frames_integrated": status.frames_integrated,
-        "frames_skipped": status.frames_skipped,
-        "frames_dropped": status.frames_dropped,
-    }
-
-
 def measure_size(width: int, height: int, mapping: bool, context: dict, args) -> dict:
     """One row: a fresh world node at this size (mapping or not), driven and timed from here."""
     from rclpy.executors import SingleThreadedExecutor
+
+    from lyra_ros.demo.feed_robot import status_summary
 
     intrinsics = _sim_intrinsics(width, height, context["fov_x"])
     render_ms = render_ms_in_process(
@@ -532,7 +508,7 @@ def measure_size(width: int, height: int, mapping: bool, context: dict, args) ->
             "frames_integrated_in_window": (
                 status_t1.frames_integrated - status_t0.frames_integrated
             ),
-            "at_window_end": _map_counts(status_t1),
+            "at_window_end": status_summary(status_t1),
         }
     return {
         "width": width,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from lyra_ros.mapping_worker import (  # noqa: E402
 from lyra_ros.msg import WorldStatus  # noqa: E402
 from lyra_ros.qos import LATCHED_QOS  # noqa: E402
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile  # noqa: E402
+from node_process import start_world_node, stop_world_node  # noqa: E402
 
 W, H = 64, 48
 INTR = Intrinsics.from_fov(1.1, W, H)
@@ -432,27 +432,7 @@ def start_node(tmp_path: Path, config: str, name: str) -> subprocess.Popen:
     remaps = []
     for topic in ("image", "depth", "camera_info"):
         remaps += ["-r", f"{topic}:={name}_in/{topic}"]
-    command = [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path)]
-    return subprocess.Popen(
-        [*command, "--ros-args", "-r", f"__node:={name}", *remaps],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> str:
-    if process.poll() is None:
-        process.send_signal(subprocess.signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f"world node did not stop on SIGINT:\n{output}") from None
-    assert process.returncode == 0, output
-    assert "Traceback" not in output, output
-    return output
+    return start_world_node(path, "--ros-args", "-r", f"__node:={name}", *remaps)
 
 
 @pytest.fixture(scope="module")
@@ -479,7 +459,7 @@ def fusion(ros_node, tmp_path_factory):
     state = {"process": process}
     yield robot, state
     if "output" not in state:
-        stop(process)
+        stop_world_node(process)
 
 
 def test_the_first_posed_frame_starts_the_map(fusion, frames):
@@ -631,7 +611,7 @@ def test_load_world_makes_the_file_the_start_of_a_map(fusion, frames, tmp_path):
 
 def test_skipped_frames_were_logged_throttled(fusion):
     _, state = fusion
-    state["output"] = output = stop(state["process"])
+    state["output"] = output = stop_world_node(state["process"])
     warnings = [line for line in output.splitlines() if "mapping skipped a frame" in line]
     assert 1 <= len(warnings) < 3, warnings  # three skips within seconds: one or two lines
     assert "map started from the camera feed" in output
@@ -676,5 +656,5 @@ def test_refine_grows_the_single_frame_world(ros_node, tmp_path, frames):
         coverage, _ = robot.view_quality(HELD_OUT_POSE, frames["held_out"][0])
         assert coverage > 0.5
     finally:
-        output = stop(process)
+        output = stop_world_node(process)
     assert "mapping" in output

@@ -45,6 +45,7 @@ from lyra_ros.conversions import (  # noqa: E402
 from lyra_ros.msg import WorldStatus  # noqa: E402
 from lyra_ros.qos import LATCHED_QOS  # noqa: E402
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile  # noqa: E402
+from node_process import start_world_node, stop_world_node  # noqa: E402
 
 W, H = 64, 48
 INTR = Intrinsics(60.0, 60.0, 31.5, 23.5, W, H)
@@ -200,27 +201,10 @@ class Client:
         return self.status
 
 
-def start_world_node(tmp_path: Path, config: str = CONFIG, *ros_args: str) -> subprocess.Popen:
+def start(tmp_path: Path, config: str = CONFIG, *ros_args: str) -> subprocess.Popen:
     path = tmp_path / "world.yaml"
     path.write_text(config)
-    return subprocess.Popen(
-        [sys.executable, "-m", "lyra_ros.world_node", "--config", str(path), *ros_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> str:
-    process.send_signal(subprocess.signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f"world node did not stop on SIGINT:\n{output}") from None
-    assert process.returncode == 0, output
-    return output
+    return start_world_node(path, *ros_args)
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +219,10 @@ def ros_node():
 @pytest.fixture(scope="module")
 def world(ros_node, tmp_path_factory):
     """One world node process for the module (tests below run in file order on its state)."""
-    process = start_world_node(tmp_path_factory.mktemp("world"))
+    process = start(tmp_path_factory.mktemp("world"))
     client = Client(ros_node)
     yield client, process
-    output = stop(process)
+    output = stop_world_node(process)
     assert "Traceback" not in output, output
 
 
@@ -515,7 +499,7 @@ def test_compressed_images_without_camera_info(ros_node, tmp_path):
     config = CONFIG.replace("cameras: [cam, ghost]", "cameras: [cam]").replace(
         "depth_stride: 1", "depth_stride: 1\n    image_transport: compressed"
     )
-    process = start_world_node(tmp_path, config)
+    process = start(tmp_path, config)
     try:
         client = Client(ros_node)
         compressed_pub = ros_node.create_publisher(CompressedImage, "image/compressed", 10)
@@ -534,7 +518,7 @@ def test_compressed_images_without_camera_info(ros_node, tmp_path):
         assert abs(view[..., 2].mean() - 128) < 4
         assert np.corrcoef(view[..., 0].mean(axis=0), np.arange(view.shape[1]))[0, 1] > 0.95
     finally:
-        output = stop(process)
+        output = stop_world_node(process)
     assert "no camera_info received" in output
 
 
@@ -550,7 +534,7 @@ def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_stud
             "\n    lyra_assumed_depth: 2.0",
         )
     )
-    process = start_world_node(tmp_path, config, "--ros-args", "-r", "__node:=lyra_world_lyra")
+    process = start(tmp_path, config, "--ros-args", "-r", "__node:=lyra_world_lyra")
     try:
         client = Client(ros_node, "/lyra_world_lyra")
         client.wait_state(WorldStatus.STATE_WAITING)
@@ -566,7 +550,7 @@ def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_stud
         status = client.wait_state(WorldStatus.STATE_READY)
         assert status.source == "lyra" and status.gaussian_count == response.gaussian_count
     finally:
-        output = stop(process)
+        output = stop_world_node(process)
     assert "lyra build stages: cache" in output
 
 

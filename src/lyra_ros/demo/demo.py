@@ -74,24 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = isolated_ros_environment()
     os.environ.update(env)
-    world = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lyra_ros.world_node",
-            "--config",
-            str(config_path("demo.yaml")),
-            "--ros-args",
-            "-r",
-            "image:=camera/image",
-            "-r",
-            "depth:=camera/depth",
-            "-r",
-            "camera_info:=camera/camera_info",
-            *overrides,
-        ],
-        env=env,
-    )
+    world = subprocess.Popen(world_node_command(config_path("demo.yaml"), overrides), env=env)
     try:
         import rclpy
 
@@ -128,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in summary["outputs"].items():
         print(f"  {name:>13}: {path}")
     return 0
+
+
+def world_node_command(config: Path, ros_args: list[str] | None = None) -> list[str]:
+    """The command line of a world node with ``config`` whose inputs are the demo robot's
+    ``camera/image``, ``camera/depth`` and ``camera/camera_info``; ``ros_args`` follow."""
+    remaps = ["image:=camera/image", "depth:=camera/depth", "camera_info:=camera/camera_info"]
+    command = [sys.executable, "-m", "lyra_ros.world_node", "--config", str(config)]
+    command.append("--ros-args")
+    for remap in remaps:
+        command += ["-r", remap]
+    return command + list(ros_args or [])
 
 
 if __name__ == "__main__":

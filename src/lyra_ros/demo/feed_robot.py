@@ -274,7 +274,8 @@ class FeedRobot(Node):
         return future.result().message
 
 
-def _status_summary(status: WorldStatus) -> dict:
+def status_summary(status: WorldStatus) -> dict:
+    """The mapping fields of a ``WorldStatus`` as a JSON-ready dict (NaN loss -> None)."""
     loss = float(status.last_loss)
     return {
         "gaussians": status.gaussian_count,
@@ -339,11 +340,11 @@ def run_feed(out_dir: Path, feed: Feed, timeout: float = 300.0) -> dict:
         "feed": feed.name,
         "frames_published": len(feed.frames),
         "first_frame": {
-            "status": _status_summary(first_status),
+            "status": status_summary(first_status),
             "views": _view_summary(before, feed.truth),
         },
         "after_fusion": {
-            "status": _status_summary(final_status),
+            "status": status_summary(final_status),
             "views": _view_summary(after, feed.truth),
         },
         "save_world": message,
