@@ -29,9 +29,17 @@ fi
 stamp="$venv/.lyra-setup"
 want="$(cat "$root"/requirements/*.txt "$root/pyproject.toml" "$root/setup.py" | sha256sum)"
 want="${want%% *}-cuda${LYRA_CUDA:-0}"
+build_native() {
+  # The native CPU rasteriser (C++ torch extension): compiled once per source / torch / CPU,
+  # ~30-60 s; later runs only check. Without a compiler rendering falls back to the torch backend.
+  python -c 'import sys; from lyra_core.rendering.backends.native import main; sys.exit(main())' \
+    || echo "[setup] warning: the native CPU rasteriser did not build; the torch backend is used"
+}
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   # Packages are current; the interfaces rebuild only when msg/ or srv/ changed.
-  exec python "$root/scripts/build_ros_interfaces.py"
+  python "$root/scripts/build_ros_interfaces.py"
+  build_native
+  exit 0
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -51,4 +59,6 @@ fi
 echo "[setup] installing lyra-world (editable: lyra_core, lyra_ros)"
 pip install --quiet --no-deps --no-build-isolation -e "$root"
 python "$root/scripts/build_ros_interfaces.py"
+echo "[setup] building the native CPU rasteriser"
+build_native
 echo "$want" > "$stamp"

@@ -574,7 +574,8 @@ def test_empty_scene_renders_background(backend, sh_degree, make_cameras):
     cameras = make_cameras(2, dtype=F32).to(device=device)
     scene = Gaussians.empty(sh_degree=sh_degree, device=device)
     out = render(scene, cameras, backend=backend, background=BACKGROUND)
-    expected_backend = {"auto": "gsplat" if device == "cuda" else "torch"}.get(backend, backend)
+    on_cpu = "native" if rendering.native_extension() is not None else "torch"
+    expected_backend = {"auto": "gsplat" if device == "cuda" else on_cpu}.get(backend, backend)
     assert out.backend == expected_backend
     bg = torch.tensor(BACKGROUND, dtype=F32, device=device)
     assert torch.equal(out.rgb, bg.expand(2, 48, 64, 3))
@@ -593,13 +594,16 @@ def test_available_backends_on_cpu():
 
 
 def test_available_backends_follow_cuda_and_gsplat(monkeypatch):
+    monkeypatch.setattr(rendering, "native_extension", lambda: None)
     monkeypatch.setattr(rendering, "gsplat_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert rendering.available_backends() == ["torch", "reference"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert rendering.available_backends() == ["gsplat", "torch", "reference"]
+    monkeypatch.setattr(rendering, "native_extension", lambda: object())
+    assert rendering.available_backends() == ["gsplat", "native", "torch", "reference"]
     monkeypatch.setattr(rendering, "gsplat_available", lambda: False)
-    assert rendering.available_backends() == ["torch", "reference"]
+    assert rendering.available_backends() == ["native", "torch", "reference"]
 
 
 def test_auto_backend_on_cpu_is_torch(make_scene, make_cameras):

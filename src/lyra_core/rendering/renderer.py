@@ -4,6 +4,10 @@ Backends:
 
 - ``"gsplat"``: ``gsplat.rasterization`` (CUDA). Picked by ``"auto"`` when the cameras are on a
   CUDA device and gsplat imports.
+- ``"native"``: the same maths as ``"torch"`` in a C++ extension for the CPU (projection and
+  tile rasterisation, forward and analytic backward; :mod:`~lyra_core.rendering.backends.native`).
+  Picked by ``"auto"`` on the CPU when it is built; otherwise ``"auto"`` warns once and uses
+  ``"torch"``.
 - ``"torch"``: the project's tile-based, vectorised PyTorch rasteriser (any device, CPU included),
   with gsplat's maths: EWA projection, 0.3 px low-pass dilation, front-to-back compositing,
   alpha threshold 1/255 and early stop at transmittance 1e-4.
@@ -27,6 +31,11 @@ from torch import Tensor
 
 from lyra_core.geometry.cameras import Cameras
 from lyra_core.rendering.backends.gsplat import gsplat_available, render_gsplat
+from lyra_core.rendering.backends.native import (
+    native_extension,
+    project_gaussians_native,
+    rasterize_native,
+)
 from lyra_core.rendering.backends.reference import rasterize_reference
 from lyra_core.rendering.backends.tiles import rasterize_tiles
 from lyra_core.rendering.projection import corner_based_Ks, project_gaussians
@@ -34,9 +43,10 @@ from lyra_core.rendering.spherical_harmonics import sh_to_rgb
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.utils.checks import check_finite
 
-Backend = Literal["auto", "gsplat", "torch", "reference"]
+Backend = Literal["auto", "gsplat", "native", "torch", "reference"]
 
 GSPLAT_TILE_SIZE = 16
+NATIVE_TILE_SIZE = 16
 TORCH_TILE_SIZE = 8  # smaller tiles waste fewer (Gaussian, pixel) evaluations on CPU
 
 
@@ -65,6 +75,8 @@ class RenderOutput:
 def available_backends() -> list[str]:
     """Backends that can run on this machine."""
     backends = ["torch", "reference"]
+    if native_extension() is not None:
+        backends.insert(0, "native")
     if torch.cuda.is_available() and gsplat_available():
         backends.insert(0, "gsplat")
     return backends
@@ -89,9 +101,13 @@ def render(
         cameras: C cameras sharing one image size.
         background: RGB in [0, 1] behind the scene, default black.
         near, far: camera z range rendered, meters (0 < near < far), converted with float().
-        backend: ``"auto"``, ``"gsplat"``, ``"torch"`` or ``"reference"``.
+        backend: ``"auto"``, ``"gsplat"``, ``"native"``, ``"torch"`` or ``"reference"``.
+            ``"auto"`` is gsplat for CUDA cameras, native for float32 CPU cameras when it is
+            built, and torch otherwise (also float64, and cameras that require grad: only torch
+            differentiates camera poses).
         eps2d: low-pass dilation of the 2D covariances, pixels^2.
-        tile_size: tile edge in pixels; default 16 for gsplat, 8 for torch (fastest on CPU).
+        tile_size: tile edge in pixels; default 16 for gsplat and native, 8 for torch (each the
+            fastest on its device).
         chunk_size: Gaussians per tile per step of the torch backend.
 
     Raises:
@@ -102,7 +118,7 @@ def render(
     _check_planes(near, far)
     _check_tiling(tile_size, chunk_size)
     bg = _background_tensor(background, cameras.Ks)
-    chosen = _choose_backend(backend, cameras.Ks.device)
+    chosen = _choose_backend(backend, cameras)
     if len(gaussians) == 0:
         return _empty_render(cameras, bg, chosen)
     gaussians = gaussians.to(device=cameras.Ks.device, dtype=cameras.Ks.dtype)
@@ -119,7 +135,8 @@ def render(
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, backend=chosen)
 
     opacities = gaussians.opacities
-    projected = project_gaussians(
+    project = project_gaussians_native if chosen == "native" else project_gaussians
+    projected = project(
         gaussians.means,
         gaussians.quats,
         gaussians.scales,
@@ -134,7 +151,16 @@ def render(
     )
     colors = sh_to_rgb(gaussians.sh, gaussians.means, cameras.centers)  # (C, N, 3)
     features = torch.cat([colors, projected.depths[..., None]], dim=-1)
-    if chosen == "torch":
+    if chosen == "native":
+        accumulated, trans = rasterize_native(
+            projected,
+            features,
+            opacities,
+            cameras.width,
+            cameras.height,
+            tile_size=tile_size or NATIVE_TILE_SIZE,
+        )
+    elif chosen == "torch":
         accumulated, trans = rasterize_tiles(
             projected,
             features,
@@ -156,18 +182,41 @@ def render(
     )
 
 
-def _choose_backend(backend: str, device: torch.device) -> str:
+def _choose_backend(backend: str, cameras: Cameras) -> str:
+    device = cameras.Ks.device
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        if device.type == "cuda":
+            return "gsplat" if gsplat_available() else "torch"
+        if _native_fits(cameras) and native_extension() is not None:
+            return "native"
+        return "torch"
     if backend == "gsplat":
         if device.type != "cuda":
             raise ValueError("backend 'gsplat' needs cameras and Gaussians on a CUDA device")
         if not gsplat_available():
             raise ValueError("backend 'gsplat' requested but gsplat is not importable")
         return backend
+    if backend == "native":
+        if device.type != "cpu" or cameras.Ks.dtype != torch.float32:
+            raise ValueError(
+                "backend 'native' renders float32 on the CPU, got cameras of dtype "
+                f"{cameras.Ks.dtype} on {device}"
+            )
+        if native_extension() is None:
+            raise ValueError(
+                "backend 'native' requested but the native CPU rasteriser is not available "
+                "(python -m lyra_core.rendering.backends.native shows why)"
+            )
+        return backend
     if backend in ("torch", "reference"):
         return backend
-    raise ValueError(f"unknown backend {backend!r}; use auto, gsplat, torch or reference")
+    raise ValueError(f"unknown backend {backend!r}; use auto, gsplat, native, torch or reference")
+
+
+def _native_fits(cameras: Cameras) -> bool:
+    """float32 CPU cameras that need no gradient: what the native backend renders."""
+    needs_grad = cameras.camtoworlds.requires_grad or cameras.Ks.requires_grad
+    return cameras.Ks.device.type == "cpu" and cameras.Ks.dtype == torch.float32 and not needs_grad
 
 
 def _check_planes(near: float, far: float) -> None:
