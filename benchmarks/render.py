@@ -1,5 +1,6 @@
 """Rendering speed and peak memory: frames per second for 10k / 100k / 1M Gaussians at 320x240
-and 640x480 on every backend available here.
+and 640x480 on every backend available here (CPU: native and torch; CUDA: gsplat and torch),
+forward only and forward + backward.
 
 The scene is :func:`lyra_core.scene.procedural_room.procedural_room` (surface Gaussians covering a
 furnished
@@ -7,8 +8,11 @@ room about twice over, like a trained 3DGS scene) seen from inside the room. Tim
 inference-mode rendering of one camera, median over repeats after a warm-up.
 
 Baselines measured in the same run:
-- ``vs_autograd``: the torch backend's differentiable path (autograd on, as in training) on the
+- ``vs_autograd``: the backend's differentiable path (autograd on, as in training) on the
   same scene; the ratio is its time over the inference path's time.
+- ``speedup_vs_torch`` / ``train_speedup_vs_torch``: the torch backend's time over the native
+  backend's, forward (inference) and forward + backward (a loss on rgb and depth, every
+  Gaussian parameter requiring grad, as in a training step).
 - ``vs_reference``: the brute-force per-pixel reference, only where it finishes within
   ``--reference-budget`` seconds (10k Gaussians at 320x240 by default).
 - on CUDA: ``gsplat`` vs the torch backend running on the GPU.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -77,6 +82,12 @@ def measure_case(size: int, width: int, height: int, device_name: str, backend: 
     autograd = time_call(
         lambda: render(trainable, cams, backend=backend), device, args.repeats, 1.0
     )
+
+    def train_step() -> None:
+        out = render(trainable, cams, backend=backend)
+        (out.rgb.sum() + out.depth.mean()).backward()
+
+    train = time_call(train_step, device, 2, args.budget)
     row = {
         "gaussians": size,
         "width": width,
@@ -88,6 +99,7 @@ def measure_case(size: int, width: int, height: int, device_name: str, backend: 
         "peak_mem_mb": round(peak_mb, 1),
         "autograd_forward_ms": round(autograd * 1e3, 2),
         "vs_autograd": round(autograd / seconds, 2),
+        "forward_backward_ms": round(train * 1e3, 2),
         "vs_reference": None,
     }
     if device.type == "cpu":
@@ -105,7 +117,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for size in args.sizes
         for width, height in RESOLUTIONS
         for device in devices
-        for backend in (["torch", "gsplat"] if device == "cuda" else ["torch"])
+        for backend in (["torch", "gsplat"] if device == "cuda" else ["torch", "native"])
         if backend in available_backends()
     ]
     rows = []
@@ -122,10 +134,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         row["fps_range"] = [runs[-1]["fps"], runs[0]["fps"]]
         rows.append(row)
         print(_format_row(row), flush=True)
-    for row in rows:  # torch on CUDA against gsplat on the same case
-        if row["backend"] == "gsplat":
+    for row in rows:  # gsplat / native against the torch backend on the same case and device
+        if row["backend"] in ("gsplat", "native"):
             twin = next(r for r in rows if r["backend"] == "torch" and _same_case(r, row))
-            row["speedup_vs_torch_cuda"] = round(twin["ms"] / row["ms"], 2)
+            row["speedup_vs_torch"] = round(twin["ms"] / row["ms"], 2)
+            row["train_speedup_vs_torch"] = round(
+                twin["forward_backward_ms"] / row["forward_backward_ms"], 2
+            )
+            print(
+                f"{row['backend']} vs torch, {row['gaussians']} at {row['width']}x"
+                f"{row['height']}: forward {row['speedup_vs_torch']}x, forward+backward "
+                f"{row['train_speedup_vs_torch']}x",
+                flush=True,
+            )
     return {
         "benchmark": "render",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -142,9 +163,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "baselines": {
             "vs_autograd": "forward time with every parameter requiring grad / inference time",
             "vs_reference": "brute-force per-pixel reference time / inference time",
-            "speedup_vs_torch_cuda": "torch backend on CUDA time / gsplat time",
+            "speedup_vs_torch": "torch backend time / this backend's time, same device, "
+            "inference",
+            "train_speedup_vs_torch": "the same for forward + backward",
         },
-        "targets": {"cpu_100k_320x240_fps": 10.0, "gsplat_h100_1M_640x480_fps": 200.0},
+        "targets": {
+            "cpu_100k_320x240_fps": 10.0,
+            "native_vs_torch_100k_320x240_forward_and_backward": 5.0,
+            "gsplat_h100_1M_640x480_fps": 200.0,
+        },
+        "load_average": os.getloadavg(),
         "rows": rows,
     }
 
@@ -155,7 +183,8 @@ def _same_case(a: dict, b: dict) -> bool:
 
 HEADER = (
     f"{'gaussians':>9} {'size':>8} {'device':>6} {'backend':>7} {'ms':>9} {'fps':>8} "
-    f"{'peak MB':>8} {'vs autograd':>11} {'vs reference':>12} {'fps range':>13}"
+    f"{'fwd+bwd ms':>10} {'peak MB':>8} {'vs autograd':>11} {'vs reference':>12} "
+    f"{'fps range':>13}"
 )
 
 
@@ -164,7 +193,8 @@ def _format_row(row: dict) -> str:
     ref = f"{row['vs_reference']}x" if row["vs_reference"] else "-"
     return (
         f"{row['gaussians']:>9} {size:>8} {row['device']:>6} {row['backend']:>7} "
-        f"{row['ms']:>9.1f} {row['fps']:>8.1f} {row['peak_mem_mb']:>8.0f} "
+        f"{row['ms']:>9.1f} {row['fps']:>8.1f} {row['forward_backward_ms']:>10.1f} "
+        f"{row['peak_mem_mb']:>8.0f} "
         f"{row['vs_autograd']:>10.2f}x {ref:>12} "
         f"{row['fps_range'][0]:>6.1f}-{row['fps_range'][1]:<6.1f}"
     )

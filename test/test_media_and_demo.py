@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from lyra_core.cli import demo
+from lyra_core.rendering.backends.native import native_available
 from lyra_core.scene.ply import read_ply
 from lyra_core.scene.procedural_room import ROOM_HALF_SIZE, ROOM_HEIGHT, procedural_room
 from lyra_core.utils.media import (
@@ -124,7 +125,8 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert demo.main([*args, "--height", "36", "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 7 * 3  # six Lyra trajectories + the waypoint tour
-    assert summary["gaussians"] == 3000 and summary["backend"] == "torch"
+    cpu_backend = "native" if native_available() else "torch"
+    assert summary["gaussians"] == 3000 and summary["backend"] == cpu_backend
     assert summary["scene_depth_m"] > 0.5
     for key in ("world_ply", "rgb_sheet", "depth_sheet", "gif"):
         assert (out / summary["outputs"][key].split("/")[-1]).stat().st_size > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -118,3 +119,136 @@ def test_architecture_overrides_set_the_compression():
         assert vae.decode(latents).shape == frames.shape
     with pytest.raises(ValueError, match="multiples of 4"):
         vae.encode(torch.rand(1, 17, 46, 64, 3))
+
+
+# ------------------------------------------------------------------ released Cosmos tokenizer
+
+
+class TinyCosmosEncoder(torch.nn.Module):
+    """Stands in for ``encoder.jit``: (B, 3, T, H, W) in [-1, 1] -> (latent, posterior stats),
+    causal 8x time (the first frame alone), 8x space, 16 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Conv3d(3, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        first = torch.nn.functional.avg_pool3d(x[:, :, :1], (1, 8, 8))
+        rest = torch.nn.functional.avg_pool3d(x[:, :, 1:], (8, 8, 8))
+        zeros = torch.zeros(1)
+        return self.proj(torch.cat([first, rest], 2)), (zeros, zeros)
+
+
+class TinyCosmosDecoder(torch.nn.Module):
+    """Stands in for ``decoder.jit``: latents -> (B, 3, 1 + 8 (T' - 1), 8 h, 8 w)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Conv3d(16, 3, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.proj(z)
+        x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(8, dim=2)], 2)
+        return torch.nn.functional.interpolate(x, scale_factor=(1.0, 8.0, 8.0), mode="nearest")
+
+
+def write_cosmos_folder(folder, mean_std=None):
+    torch.manual_seed(1)
+    encoder, decoder = TinyCosmosEncoder().eval(), TinyCosmosDecoder().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # TorchScript is deprecated, and the released format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(encoder).save(str(folder / "encoder.jit"))
+        torch.jit.script(decoder).save(str(folder / "decoder.jit"))
+    if mean_std is None:  # 16 channels x 16 latent frames, as released
+        mean_std = (torch.randn(16, 16) * 0.1, 0.5 + torch.rand(16, 16))
+    torch.save(mean_std, folder / "mean_std.pt")
+    return encoder, decoder, mean_std
+
+
+def test_cosmos_jit_tokenizer_encodes_like_the_released_one(tmp_path):
+    encoder, decoder, (mean, std) = write_cosmos_folder(tmp_path / "tok")
+    vae = VideoVAE.from_cosmos_jit(tmp_path / "tok")
+    frames = torch.rand(2, 17, 16, 24, 3)
+    with torch.no_grad():
+        latents = vae.encode(frames)
+        raw = encoder(frames.permute(0, 4, 1, 2, 3) * 2 - 1)[0]  # what Cosmos itself gives
+    assert latents.shape == (2, 3, 16, 2, 3)
+    expected = (raw - mean[None, :, :3, None, None]) / std[None, :, :3, None, None]
+    torch.testing.assert_close(latents, expected.permute(0, 2, 1, 3, 4))
+    torch.testing.assert_close(vae.denormalize(latents), raw.permute(0, 2, 1, 3, 4))
+    with torch.no_grad():
+        video = vae.decode(latents)
+        reference = decoder(raw)
+    assert video.shape == frames.shape
+    torch.testing.assert_close(video, ((reference + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1))
+
+
+def test_chunked_encoding_equals_whole_and_raw_signals_pass_unscaled(tmp_path):
+    write_cosmos_folder(tmp_path / "tok")
+    vae = VideoVAE.from_cosmos_jit(tmp_path / "tok")
+    frames = torch.rand(3, 9, 16, 16, 3)
+    with torch.no_grad():
+        whole = vae.encode(frames)
+        chunked = vae.encode(frames, batch_size=1)
+        raw = vae.encode_raw(frames * 2 - 1, batch_size=2)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(vae.normalize(raw), whole)
+    with pytest.raises(ValueError, match="batch_size"):
+        vae.encode(frames, batch_size=0)
+
+
+def test_diffusers_and_jit_paths_share_the_api(vae, tmp_path):
+    write_cosmos_folder(tmp_path / "tok")
+    jit = VideoVAE.from_cosmos_jit(tmp_path / "tok")
+    frames = torch.rand(1, 9, 16, 16, 3)
+    with torch.no_grad():
+        a, b = vae.encode(frames), jit.encode(frames)
+    assert a.shape == b.shape and vae.latent_frames(9) == jit.latent_frames(9) == 2
+    torch.testing.assert_close(vae.denormalize(vae.normalize(a)), a)
+
+
+def _bad_stats(folder):
+    torch.save({"mean": torch.zeros(16)}, folder / "mean_std.pt")
+
+
+class NotATensor:
+    pass
+
+
+JIT_CORRUPTIONS = {
+    "encoder missing": (lambda f: (f / "encoder.jit").unlink(), "encoder.jit is missing"),
+    "decoder not TorchScript": (
+        lambda f: (f / "decoder.jit").write_bytes(b"garbage"),
+        "not a TorchScript module",
+    ),
+    "stats not a pair": (_bad_stats, r"expected \(mean, std\)"),
+    "stats pickle an object": (
+        lambda f: torch.save((NotATensor(), NotATensor()), f / "mean_std.pt"),
+        "not plain tensors",
+    ),
+    "stats of another channel count": (
+        lambda f: torch.save((torch.zeros(15), torch.ones(15)), f / "mean_std.pt"),
+        "16 x frames",
+    ),
+    "zero std": (
+        lambda f: torch.save((torch.zeros(16), torch.zeros(16)), f / "mean_std.pt"),
+        "std > 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", JIT_CORRUPTIONS)
+def test_bad_cosmos_folders_raise_checkpoint_error(tmp_path, corruption):
+    corrupt, message = JIT_CORRUPTIONS[corruption]
+    write_cosmos_folder(tmp_path / "tok")
+    corrupt(tmp_path / "tok")
+    with pytest.raises(CheckpointError, match=message):
+        VideoVAE.from_cosmos_jit(tmp_path / "tok")
+
+
+def test_an_encoder_of_the_wrong_width_is_reported(tmp_path):
+    write_cosmos_folder(tmp_path / "tok")
+    vae = VideoVAE.from_cosmos_jit(tmp_path / "tok", latent_channels=8)
+    with pytest.raises(ValueError, match="expected 8"):
+        vae.encode(torch.rand(1, 9, 16, 16, 3))

@@ -40,6 +40,10 @@ COMMANDS = {
     "fit": ("lyra_core.training.fit", "fit a Gaussian world to a posed capture (3DGS)"),
     "world": ("lyra_core.cli.world", "one camera frame (image, depth) to a Gaussian world"),
     "demo": ("lyra_core.cli.demo", "the core demo (no ROS)"),
+    "import-checkpoint": (
+        "lyra_core.models.lyra1_checkpoint",
+        "convert Lyra-1's released decoder (.pt) into a decoder folder",
+    ),
 }
 """``lyra`` subcommand -> (module with ``main(argv) -> int``, one-line summary)."""
 

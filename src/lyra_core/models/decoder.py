@@ -17,6 +17,12 @@ outputs one 3D Gaussian per pixel per latent frame per view in a single forward 
 
 Models follow diffusers' conventions: built from a config dataclass, saved and loaded as a plain
 folder (``config.json`` + ``model.safetensors``).
+
+The same config also describes Lyra-1's released network (:meth:`LyraDecoderConfig.lyra1`,
+``architecture="lyra1"``), built by the sibling class
+:class:`~lyra_core.models.lyra1.Lyra1Decoder` (VAE-encoded Plucker rays, time embeddings, one
+Gaussian per latent cell per video frame); :func:`~lyra_core.models.lyra1.load_decoder` loads
+either kind of folder.
 """
 
 from __future__ import annotations
@@ -64,9 +70,27 @@ class LyraDecoderConfig:
     max_scale: float = 0.3
     opacity_shift: float = 2.0
     prune_ratio: float = 0.8
+    # "student": this package's decoder (:class:`LyraDecoder`); "lyra1": Lyra-1's released
+    # network (:class:`~lyra_core.models.lyra1.Lyra1Decoder`)
+    architecture: str = "student"
+    # Mamba-2 blocks: "separate" (two full mixers) or "shared" (Lyra-1: one in/out projection)
+    mamba_layout: str = "separate"
+    norm_eps: float = 1e-5  # LayerNorms of the Transformer blocks and the final norm
+    temporal_factor: int = 8  # VAE temporal compression (Lyra-1's deconv up-samples time by it)
+    use_time_embedding: bool = False  # Lyra-1 dynamic: time embeddings added to the tokens
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.architecture not in ("student", "lyra1"):
+            raise ValueError(
+                f"architecture must be 'student' or 'lyra1', got {self.architecture!r}"
+            )
+        if self.mamba_layout not in ("separate", "shared"):
+            raise ValueError(
+                f"mamba_layout must be 'separate' or 'shared', got {self.mamba_layout!r}"
+            )
+        if self.use_time_embedding and self.architecture != "lyra1":
+            raise ValueError("use_time_embedding needs architecture 'lyra1'")
         self.transformer_layers = tuple(int(i) for i in self.transformer_layers)
         if any(not 0 <= i < self.num_layers for i in self.transformer_layers):
             raise ValueError(
@@ -79,6 +103,23 @@ class LyraDecoderConfig:
     def reference(cls) -> LyraDecoderConfig:
         """Lyra's full-size decoder: 16 blocks, width 512, Transformer blocks 8 and 16."""
         return cls()
+
+    @classmethod
+    def lyra1(cls) -> LyraDecoderConfig:
+        """Lyra-1's released static decoder (``lyra_static.pt``): width 512, 16 blocks, 8 heads,
+        Transformer blocks 7 and 15 (0-based), shared bidirectional Mamba-2 (d_state 256, head
+        dim 64), LayerNorm eps 1e-6, VAE-encoded Plucker rays (32 channels), time-embedding
+        layers present but unused, deconv (9, 2, 2) / stride (8, 2, 2) / padding (4, 0, 0),
+        80 % opacity pruning. About 33M parameters."""
+        return cls(architecture="lyra1", mamba_layout="shared", norm_eps=1e-6)
+
+    @classmethod
+    def lyra1_dynamic(cls) -> LyraDecoderConfig:
+        """Lyra-1's released dynamic decoder (``lyra_dynamic.pt``): :meth:`lyra1` with the time
+        embeddings of the input frames and of the target time added to the tokens."""
+        return cls(
+            architecture="lyra1", mamba_layout="shared", norm_eps=1e-6, use_time_embedding=True
+        )
 
     @classmethod
     def tiny(cls) -> LyraDecoderConfig:
@@ -101,13 +142,13 @@ class LyraDecoderConfig:
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm self-attention (scaled_dot_product_attention) + MLP, both residual."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(width)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
@@ -124,11 +165,16 @@ class TransformerBlock(nn.Module):
 class PatchEmbed(nn.Module):
     """Conv3d over (time 1, space p x p) patches, then LayerNorm: (N, C, T, h, w) -> tokens."""
 
-    def __init__(self, in_channels: int, width: int, patch: int, norm: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, width: int, patch: int, norm: bool = True, zero_init: bool = False
+    ) -> None:
         super().__init__()
         self.proj = nn.Conv3d(
             in_channels, width, kernel_size=(1, patch, patch), stride=(1, patch, patch)
         )
+        if zero_init:  # a conditioning branch that starts with no effect
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -185,26 +231,120 @@ class DecoderOutput:
         return scene.prune_by_opacity(prune_ratio) if prune_ratio > 0 else scene
 
 
-class LyraDecoder(nn.Module):
+def build_blocks(config: LyraDecoderConfig) -> nn.ModuleList:
+    """The hybrid blocks: :class:`TransformerBlock` at ``config.transformer_layers``, pre-norm
+    bidirectional :class:`~lyra_core.models.mamba2.Mamba2Block` elsewhere."""
+    c = config
+    return nn.ModuleList(
+        TransformerBlock(c.width, c.num_heads, c.mlp_ratio, eps=c.norm_eps)
+        if i in c.transformer_layers
+        else Mamba2Block(
+            c.width,
+            d_state=c.d_state,
+            d_conv=c.d_conv,
+            expand=c.expand,
+            head_dim=c.head_dim,
+            layout=c.mamba_layout,  # type: ignore[arg-type]
+        )
+        for i in range(c.num_layers)
+    )
+
+
+def activate_gaussians(
+    raw: Tensor, dirs: Tensor, origins: Tensor, config: LyraDecoderConfig
+) -> DecoderOutput:
+    """Lyra's activations of the 12 raw channels (distance 1, rgb 3, scale 3, rotation 4,
+    opacity 1) of pixel-aligned Gaussians.
+
+    Args:
+        raw: (..., 12) raw outputs.
+        dirs: (..., 3) unit ray directions (world), broadcast with ``raw[..., 0]``.
+        origins: (..., 3) ray origins (camera centres, meters), broadcast likewise.
+        config: near, far, distance_shift, max_scale, opacity_shift.
+    """
+    c = config
+    weight = torch.sigmoid(raw[..., 0] - c.distance_shift)
+    depth = c.near * (1 - weight) + c.far * weight
+    log_max = math.log(c.max_scale)
+    return DecoderOutput(
+        means=origins + dirs * depth[..., None],
+        quats=F.normalize(raw[..., 7:11], dim=-1),
+        log_scales=torch.clamp_max(raw[..., 4:7] - 1.0 + log_max, log_max),  # min(exp(.), 0.3)
+        opacity_logits=raw[..., 11] - c.opacity_shift,
+        rgb=0.5 * torch.tanh(raw[..., 1:4]) + 0.5,
+        depth=depth,
+    )
+
+
+class DecoderFolderMixin:
+    """``save_pretrained`` / ``from_pretrained`` of the decoders built from a
+    :class:`LyraDecoderConfig` (``config.json`` + ``model.safetensors``)."""
+
+    config: LyraDecoderConfig
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
+        from safetensors.torch import save_file
+
+        def write(tmp: Path) -> None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            weights = self.state_dict()  # type: ignore[attr-defined]
+            state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+
+        return write_folder_atomically(folder, write)
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike[str], device: torch.device | str | None = None
+    ):
+        """Build from ``config.json`` and load ``model.safetensors`` (strict).
+
+        Raises:
+            CheckpointError: a missing folder or file, a config that is not a
+                :class:`LyraDecoderConfig` in JSON (or is for the other decoder class),
+                unreadable weights, or weights that do not match the config (names and shapes).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"no decoder at {folder}: {path.name} is missing")
+        try:
+            data = json.loads(config_path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            model = cls(LyraDecoderConfig(**data))  # type: ignore[call-arg]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{config_path}: not a LyraDecoderConfig ({err})") from err
+        try:
+            state = load_file(str(weights_path), device=str(device or "cpu"))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{weights_path}: unreadable weights ({err})") from err
+        check_state_dict(model, {k: v.shape for k, v in state.items()}, folder)
+        model.load_state_dict(state)
+        return model.to(device) if device is not None else model
+
+
+class LyraDecoder(DecoderFolderMixin, nn.Module):
     """Latents of V trajectories (+ their cameras) -> per-pixel 3D Gaussians."""
 
     def __init__(self, config: LyraDecoderConfig) -> None:
         super().__init__()
+        if config.architecture != "student":
+            raise ValueError(
+                f"architecture {config.architecture!r} is built by "
+                "lyra_core.models.lyra1.Lyra1Decoder (or load_decoder), not LyraDecoder"
+            )
         self.config = config
         c = config
         self.patch_embed = PatchEmbed(c.latent_channels, c.width, c.patch_size)
-        self.plucker_embed = PatchEmbed(6, c.width, c.patch_size, norm=False)
-        nn.init.zeros_(self.plucker_embed.proj.weight)
-        nn.init.zeros_(self.plucker_embed.proj.bias)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(c.width, c.num_heads, c.mlp_ratio)
-            if i in c.transformer_layers
-            else Mamba2Block(
-                c.width, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, head_dim=c.head_dim
-            )
-            for i in range(c.num_layers)
-        )
-        self.norm = nn.LayerNorm(c.width)
+        self.plucker_embed = PatchEmbed(6, c.width, c.patch_size, norm=False, zero_init=True)
+        self.blocks = build_blocks(c)
+        self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
         p = c.pixels_per_token
         self.head = nn.ConvTranspose3d(
             c.width, RAW_CHANNELS, kernel_size=(1, p, p), stride=(1, p, p)
@@ -246,68 +386,7 @@ class LyraDecoder(nn.Module):
         raw = self.head(x.permute(0, 4, 1, 2, 3))  # (B V, 12, T', H, W)
         raw = raw.permute(0, 2, 3, 4, 1).reshape(batch, views, frames, height, width, RAW_CHANNELS)
         rays = plucker_rays(camtoworlds, Ks, width, height)  # (B, V, T', H, W, 6)
-        return self._activate(raw, rays[..., 3:], camtoworlds[..., None, None, :3, 3])
-
-    def _activate(self, raw: Tensor, dirs: Tensor, origins: Tensor) -> DecoderOutput:
-        c = self.config
-        weight = torch.sigmoid(raw[..., 0] - c.distance_shift)
-        depth = c.near * (1 - weight) + c.far * weight
-        log_max = math.log(c.max_scale)
-        return DecoderOutput(
-            means=origins + dirs * depth[..., None],
-            quats=F.normalize(raw[..., 7:11], dim=-1),
-            log_scales=torch.clamp_max(raw[..., 4:7] - 1.0 + log_max, log_max),  # min(exp(.), 0.3)
-            opacity_logits=raw[..., 11] - c.opacity_shift,
-            rgb=0.5 * torch.tanh(raw[..., 1:4]) + 0.5,
-            depth=depth,
-        )
-
-    # ------------------------------------------------------------------ save / load
-
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
-        from safetensors.torch import save_file
-
-        def write(tmp: Path) -> None:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-
-        return write_folder_atomically(folder, write)
-
-    @classmethod
-    def from_pretrained(
-        cls, folder: str | os.PathLike[str], device: torch.device | str | None = None
-    ) -> LyraDecoder:
-        """Build from ``config.json`` and load ``model.safetensors`` (strict).
-
-        Raises:
-            CheckpointError: a missing folder or file, a config that is not a
-                :class:`LyraDecoderConfig` in JSON, unreadable weights, or weights that do not
-                match the config (names and shapes).
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise CheckpointError(f"no decoder at {folder}: {path.name} is missing")
-        try:
-            data = json.loads(config_path.read_text())
-            if not isinstance(data, dict):
-                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-            model = cls(LyraDecoderConfig(**data))
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{config_path}: not a LyraDecoderConfig ({err})") from err
-        try:
-            state = load_file(str(weights_path), device=str(device or "cpu"))
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{weights_path}: unreadable weights ({err})") from err
-        check_state_dict(model, {k: v.shape for k, v in state.items()}, folder)
-        model.load_state_dict(state)
-        return model.to(device) if device is not None else model
+        return activate_gaussians(raw, rays[..., 3:], camtoworlds[..., None, None, :3, 3], c)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -316,9 +395,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
+    "DecoderFolderMixin",
     "DecoderOutput",
     "LyraDecoder",
     "LyraDecoderConfig",
+    "PatchEmbed",
     "TransformerBlock",
+    "activate_gaussians",
+    "build_blocks",
     "count_parameters",
 ]
