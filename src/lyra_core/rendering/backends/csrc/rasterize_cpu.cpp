@@ -563,7 +563,15 @@ struct TileList {
     size = count;
     for (auto* v : {&mx, &my, &a, &b, &c, &opacity, &reach}) v->resize(count);
     features.resize(count * dim);
+    constexpr int64_t kAhead = 8;  // Gaussians are scattered in memory: fetch them early
     for (int64_t k = 0; k < count; ++k) {
+      if (k + kAhead < count) {
+        const int64_t next = ids[k + kAhead];
+        __builtin_prefetch(m2 + next * 2);
+        __builtin_prefetch(con + next * 3);
+        __builtin_prefetch(feat + next * dim);
+        __builtin_prefetch(op + next % num_gauss);
+      }
       const int64_t idx = ids[k];
       mx[k] = m2[idx * 2];
       my[k] = m2[idx * 2 + 1];
@@ -782,6 +790,7 @@ void rasterize_backward_impl(const at::Tensor& means2d, const at::Tensor& conics
         list.gather(tile_ids, max_count, m2, con, feat, op, num_gauss, dim);
         t = t_final;
         for (int64_t k = max_count - 1; k >= 0; --k) {
+          if (k > 0) __builtin_prefetch(grad.data() + tile_ids[k - 1] * stride, 1);
           const float* f = list.features.data() + k * dim;
           const float a = list.a[k], b = list.b[k], c = list.c[k];
           std::fill(sums.begin(), sums.end(), vfloat{});
