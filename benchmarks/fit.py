@@ -15,6 +15,10 @@ images, depth as ``.npy``), at ``--width`` x ``--height``. Every 8th view is hel
 - ``init`` (baseline): the triangulated initialisation alone, no optimisation (``--max-steps 0``).
 - ``depth`` (baseline): the same capture with its depth maps (the initialisation from depth and
   the depth loss), a ``--depth-seconds`` schedule.
+- ``rgb_torch`` (baseline): the RGB-only run on the pure-PyTorch rasteriser (``LYRA_NATIVE=0``)
+  for ``--torch-seconds``: its seconds per step against the native backend's
+  (``native_speedup_per_step``); the other runs render with ``render(backend="auto")``, the native
+  backend when it is built.
 
 Training time counts the initialisation and the optimisation steps (not evaluation, checkpoints
 or loading); ``seconds_per_step`` is optimisation time over steps. The CPU is shared (2 cores,
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from lyra_core.rendering.backends.native import native_available
 from lyra_core.training.fit import write_procedural_capture
 from report import write_report
 
@@ -50,11 +55,12 @@ OMP_WAIT_POLICY = "PASSIVE"
 threads made a step 3-7 times slower (measured: 0.45-1.06 s vs 0.15 s at 200x150)."""
 
 
-def fit_run(capture: Path, out: Path, *options: object) -> dict:
-    """One ``lyra fit`` in a child process (``OMP_WAIT_POLICY=PASSIVE``); its metrics."""
+def fit_run(capture: Path, out: Path, *options: object, env: dict | None = None) -> dict:
+    """One ``lyra fit`` in a child process (``OMP_WAIT_POLICY=PASSIVE`` and ``env``); its
+    metrics."""
     argv = ["fit", str(capture), "--out", str(out), "--no-progress", *map(str, options)]
     print("$ lyra " + " ".join(argv), flush=True)
-    env = os.environ | {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}
+    env = os.environ | {"OMP_WAIT_POLICY": OMP_WAIT_POLICY} | (env or {})
     status = subprocess.run([sys.executable, "-m", "lyra_core.cli", *argv], env=env).returncode
     if status != 0:
         raise SystemExit(f"lyra fit failed with status {status}")
@@ -105,6 +111,12 @@ def main() -> None:
     parser.add_argument(
         "--depth-seconds", type=float, default=90.0, help="training time of the run with depth"
     )
+    parser.add_argument(
+        "--torch-seconds",
+        type=float,
+        default=60.0,
+        help="training time of the RGB-only baseline on the torch rasteriser (0: skip it)",
+    )
     parser.add_argument("--eval-every", type=int, default=250, help="held-out PSNR every n steps")
     parser.add_argument("--work", type=Path, default=None, help="folder for the capture and runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -120,7 +132,7 @@ def main() -> None:
         capture, args.views, args.width, args.height, depth=True, gaussians=ROOM_GAUSSIANS
     )
     print(f"capture: {args.views} views at {args.width}x{args.height} in {capture}", flush=True)
-    for name in ("rgb", "init", "depth"):
+    for name in ("rgb", "init", "depth", "rgb_torch"):
         shutil.rmtree(work / name, ignore_errors=True)
 
     eval_at = [s for s in args.checkpoints if s <= args.seconds]
@@ -152,6 +164,23 @@ def main() -> None:
     )
 
     runs = {"rgb": summary(rgb), "init": summary(init), "depth": summary(depth)}
+    if args.torch_seconds > 0:
+        torch_rgb = fit_run(
+            capture,
+            work / "rgb_torch",
+            "--no-depth",
+            "--max-steps",
+            10**9,
+            "--max-seconds",
+            args.torch_seconds,
+            "--eval-every",
+            10**9,
+            env={"LYRA_NATIVE": "0"},
+        )
+        runs["rgb_torch"] = summary(torch_rgb)
+        native_step, torch_step = rgb["seconds_per_step"], torch_rgb["seconds_per_step"]
+        speedup = round(torch_step / native_step, 2) if native_step and torch_step else None
+        runs["rgb"]["native_speedup_per_step"] = speedup
     rgb_rows = at_checkpoints(rgb["history"], args.checkpoints)
     depth_rows = at_checkpoints(depth["history"], args.checkpoints)
     init_psnr = init["heldout"]["psnr"]
@@ -212,7 +241,10 @@ def main() -> None:
             "init": "triangulated initialisation alone (no optimisation), same capture",
             "depth": "same capture with depth: initialised from depth, depth L1 loss",
             "gain_over_init_db": "RGB-only held-out PSNR minus the initialisation's",
+            "rgb_torch": "the RGB-only run on the torch rasteriser (LYRA_NATIVE=0), shorter",
+            "native_speedup_per_step": "rgb_torch seconds per step / rgb seconds per step",
         },
+        "rasteriser": "native" if native_available() else "torch",
         "reference": "3DGS-class CPU target for a real 50-photo capture at 1/8 resolution: about "
         "28 dB held-out PSNR within 10 minutes on 2 cores (issue 10)",
         "rgb_psnr_vs_time": rgb_rows,

@@ -11,15 +11,21 @@ field of view). ``--heldout`` views lie between the frames *off* the path: 0.4 m
 degrees down; they are never used for mapping. Rows:
 
 - ``single``: the first frame through the node's builder
-  (:class:`lyra_core.mapping.world_builder.WorldBuilder`, source ``depth``, no fill);
-- ``single_fill``: the same with the occlusion fill (``BuildOptions(fill_occlusions=True)``);
+  (:class:`lyra_core.mapping.world_builder.WorldBuilder`, source ``depth``, no fill) with
+  camera-facing discs (``orient="camera"``, the builder's only kind before ``orient``);
+- ``single_normal``: the same with discs along the depth normals (``orient="normal"``, now the
+  builder's default);
+- ``single_fill`` / ``single_fill_normal``: the same two with the occlusion fill
+  (``BuildOptions(fill_occlusions=True)``, no border);
+- ``single_fill_border``: ``single_fill_normal`` with the fill's border extension
+  (``fill_border`` = :data:`lyra_core.mapping.world_builder.FILL_BORDER`, the measured choice);
 - ``fused``: every frame integrated into a :class:`lyra_core.mapping.GaussianMap`
   (``steps_per_keyframe=0``: adds only);
 - ``fused_refined``: the same with refinement, :data:`RECOMMENDED` settings;
 - ``fused_fill_refined``: as ``fused_refined``, and every ``FILL_EVERY``-th frame's occlusion
-  fill (:func:`lyra_core.mapping.occlusion.background_layer`, border ``FILL_BORDER`` pixels) is
-  added as *generated* content (:meth:`GaussianMap.add_generated`), which later frames replace
-  where their depth sees it: the map's fill of what no frame observed.
+  fill (:func:`lyra_core.mapping.world_builder.occlusion_fill_gaussians`, border ``FILL_BORDER``
+  pixels) is added as *generated* content (:meth:`GaussianMap.add_generated`), which later
+  frames replace where their depth sees it: the map's fill of what no frame observed.
 
 The single frames use the map's ``pixel_stride`` as ``depth_stride``. Scores over every pixel of
 the held-out views (mean over views): PSNR, SSIM, ST-LPIPS; PSNR over the covered pixels
@@ -30,23 +36,26 @@ Baseline measured in the same run: ``gain_db`` is PSNR minus the same room's ``s
 **Trade-off sweep** (``--sweep-seeds``, by default the first two rooms: the run stays under
 15 minutes on 2 shared cores): :data:`RECOMMENDED` with one thing changed at a time
 (:data:`SWEEP`: the shipped ``MapConfig()`` defaults, steps per keyframe, depth weight, pixel
-stride, a final refinement pass; ``--fill-sweep`` adds :data:`FILL_SWEEP`, the fill's frequency
-and border); ``delta_db`` and ``seconds_ratio`` against ``fused_refined`` of the same room.
+stride, new Gaussians along the depth normals, a final refinement pass; ``--fill-sweep`` adds
+:data:`FILL_SWEEP`, the fill's frequency and border); ``delta_db`` and ``seconds_ratio``
+against ``fused_refined`` of the same room.
 
 **Stereo pair.** The left image of the Middlebury 2014 motorcycle (scikit-image's 4x
 down-sampled copy) with depth from its ground-truth disparity and the published calibration (as
 the ROS demo's ``motorcycle_frame()``) is built into a world; the right camera (``baseline``
 meters to the right, principal point ``doffs`` pixels further right) renders it, scored against
 the real right image: PSNR over all pixels and over the covered ones (alpha > 0.5), the empty
-share, SSIM and ST-LPIPS. Rows for ``depth_stride`` 1 and 2 (the node's default): the builder
-without and with the fill, then the builder's world plus a fill layer composed here with
-``OcclusionFillConfig(band, border)`` (:data:`STEREO_BANDS` x :data:`STEREO_BORDERS`; the border
-extension is not a builder option yet; band 24 border 0 is the builder's own fill).
-Baseline: ``gain_db`` against the builder without fill at the same stride.
+share, SSIM and ST-LPIPS. Rows for ``depth_stride`` 1 and 2 (the node's default), all through
+the builder: without fill, then with the fill at each
+``BuildOptions(fill_band, fill_border)`` (:data:`STEREO_BANDS` x :data:`STEREO_BORDERS`), all with
+camera-facing discs, then with discs along the depth normals (``orient="normal"``) without fill
+and at band 24 with :data:`STEREO_NORMAL_BORDERS`. Baseline: ``gain_db`` against the builder
+without fill, camera-facing, at the same stride.
 
 A contact sheet (``fusion_cpu.png``) shows two held-out views of the first room (ground truth,
 single, single + fill, fused, fused + refined, fused + fill + refined) and the stereo right view
-(ground truth, the left input, no fill, fill, fill + border).
+(ground truth, the left input, no fill, fill, fill with normal discs and the recommended border,
+the best row).
 
 Threads: torch's default (one per core); on a shared CPU idle OpenMP threads spinning made steps
 several times slower (benchmarks/fit.py), so the script re-executes itself with
@@ -79,12 +88,15 @@ from lyra_core.evaluation.metrics import coverage_psnr, image_metrics
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.transforms import look_at
 from lyra_core.mapping import GaussianMap, MapConfig, PosedFrame
-from lyra_core.mapping.occlusion import OcclusionFillConfig, background_layer
-from lyra_core.mapping.world_builder import BuildOptions, WorldBuilder
+from lyra_core.mapping.world_builder import FILL_BORDER as FILL_BORDER_RECOMMENDED
+from lyra_core.mapping.world_builder import (
+    BuildOptions,
+    WorldBuilder,
+    occlusion_fill_gaussians,
+)
 from lyra_core.models.perceptual import load_perceptual
 from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
-from lyra_core.scene.rgbd import gaussians_from_rgbd
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
 from report import write_report
 
@@ -100,6 +112,15 @@ CLEARANCE_M = 0.3
 FILL_EVERY = 4
 FILL_BORDER = 8
 
+SINGLE_ROWS = (
+    ("single", False, "camera", 0),
+    ("single_normal", False, "normal", 0),
+    ("single_fill", True, "camera", 0),
+    ("single_fill_normal", True, "normal", 0),
+    ("single_fill_border", True, "normal", FILL_BORDER_RECOMMENDED),
+)
+"""Single-frame rows: (name, fill_occlusions, orient, fill_border) of the builder."""
+
 RECOMMENDED = {"refine_downscale": 1}
 """MapConfig overrides of the ``fused_refined`` row (the rest are MapConfig's defaults)."""
 
@@ -110,6 +131,7 @@ SWEEP: dict[str, dict] = {
     "depth_weight=0.1": {"config": {"depth_weight": 0.1}},
     "depth_weight=2.0": {"config": {"depth_weight": 2.0}},
     "pixel_stride=1": {"config": {"pixel_stride": 1}},
+    "orient=normal": {"config": {"orient": "normal"}},
     "final refine 100 steps": {"final_steps": 100},
 }
 """Variants of ``fused_refined``: MapConfig overrides on top of :data:`RECOMMENDED`, or a final
@@ -132,6 +154,7 @@ STEREO_STRIDES = (1, 2)
 STEREO_BANDS = {1: (12, 24, 48), 2: (24,)}
 """Fill bands composed per depth stride (the full grid at stride 1, the builder's band at 2)."""
 STEREO_BORDERS = (0, 32, 64, 128)
+STEREO_NORMAL_BORDERS = (0, FILL_BORDER_RECOMMENDED, 64)
 TARGET_FUSION_GAIN_DB = 5.0
 TARGET_STEREO_PSNR_DB = 20.0
 
@@ -217,34 +240,6 @@ def make_room(seed: int, args: argparse.Namespace) -> Room:
     return Room(seed, scene, intrinsics, frames, held, heldout_rgb, size)
 
 
-def fill_gaussians(
-    rgb: np.ndarray,
-    depth: np.ndarray,
-    intrinsics: Intrinsics,
-    camtoworld: np.ndarray | torch.Tensor,
-    fill: OcclusionFillConfig,
-    stride: int,
-    opacity: float = 0.95,
-) -> Gaussians:
-    """The occlusion-fill layer of one RGB-D frame as Gaussians, as the builder makes it
-    (:func:`lyra_core.mapping.world_builder.occlusion_fill_gaussians`) but with every
-    :class:`OcclusionFillConfig` setting, the border included."""
-    layer = background_layer(rgb, depth, fill)
-    if not layer.mask.any():
-        return Gaussians.empty()
-    return gaussians_from_rgbd(
-        layer.rgb,
-        layer.depth,
-        layer.intrinsics(intrinsics),
-        torch.as_tensor(np.asarray(camtoworld), dtype=torch.float32),
-        stride=stride,
-        opacity=opacity,
-        min_depth=0.05,
-        max_depth=20.0,
-        mask=layer.mask,
-    )
-
-
 def fuse(
     frames: list[PosedFrame],
     config: MapConfig,
@@ -259,14 +254,13 @@ def fuse(
     for i, frame in enumerate(frames):
         world.integrate(frame)
         if fill_every and i % fill_every == 0:
-            fill = OcclusionFillConfig(border=fill_border)
-            layer = fill_gaussians(
+            options = BuildOptions(depth_stride=config.pixel_stride, fill_border=fill_border)
+            layer = occlusion_fill_gaussians(
                 frame.rgb.numpy(),
                 frame.depth.numpy(),
                 frame.intrinsics,
-                frame.camtoworld,
-                fill,
-                config.pixel_stride,
+                frame.camtoworld.numpy(),
+                options,
             )
             if len(layer):
                 world.add_generated(layer)
@@ -306,9 +300,13 @@ def room_rows(room: Room, args: argparse.Namespace, perceptual, keep: dict | Non
         if keep is not None:
             keep[name] = rendered.rgb[list(args.sheet_views)]
 
-    for name, fill in (("single", False), ("single_fill", True)):
+    for name, fill, orient, border in SINGLE_ROWS:
         options = BuildOptions(
-            source="depth", fill_occlusions=fill, depth_stride=config.pixel_stride
+            source="depth",
+            fill_occlusions=fill,
+            depth_stride=config.pixel_stride,
+            orient=orient,
+            fill_border=border,
         )
         built = builder.build(
             rgb8, first.depth.numpy(), first.intrinsics, first.camtoworld.numpy(), options
@@ -403,51 +401,48 @@ def motorcycle() -> dict:
     }
 
 
+def stereo_variants(stride: int) -> list[tuple[str, bool, int, int]]:
+    """(orient, fill, band, border) of the stereo rows at ``stride``, baseline first."""
+    variants = [("camera", False, 0, 0), ("normal", False, 0, 0)]
+    variants += [("camera", True, b, r) for b in STEREO_BANDS[stride] for r in STEREO_BORDERS]
+    return variants + [("normal", True, 24, r) for r in STEREO_NORMAL_BORDERS]
+
+
+def stereo_name(stride: int, orient: str, fill: bool, band: int, border: int) -> str:
+    fill_text = f"band {band} border {border}" if fill else "no fill"
+    return f"stride {stride}, {orient}, {fill_text}"
+
+
 def stereo_rows(perceptual, keep: dict) -> list[dict]:
-    """Builder rows and composed border rows for each stride; renders for the sheet in keep."""
+    """The builder's rows (:func:`stereo_variants`) per stride; renders for the sheet in keep."""
     pair = motorcycle()
     target = torch.from_numpy(pair["right"]).float()[None] / 255.0
     right_pose = torch.as_tensor(pair["right_pose"], dtype=torch.float32)[None]
     builder = WorldBuilder()
     rows = []
-
-    def add(row: dict, gaussians: Gaussians, seconds: float) -> dict:
-        rendered = render_views(gaussians, right_pose, pair["right_intrinsics"])
-        row |= score(rendered, target, perceptual)
-        row |= {"seconds": round(seconds, 2), "gaussians": len(gaussians)}
-        rows.append(row)
-        print(_format_stereo_row(row), flush=True)
-        keep[row["name"]] = rendered.rgb[0]
-        return row
-
     for stride in STEREO_STRIDES:
-        built = {}
-        for fill in (False, True):
-            options = BuildOptions(source="depth", fill_occlusions=fill, depth_stride=stride)
-            built[fill] = builder.build(
+        for orient, fill, band, border in stereo_variants(stride):
+            options = BuildOptions(
+                source="depth",
+                fill_occlusions=fill,
+                depth_stride=stride,
+                orient=orient,
+                fill_band=band or BuildOptions.fill_band,
+                fill_border=border,
+            )
+            built = builder.build(
                 pair["left"], pair["depth"], pair["intrinsics"], pair["left_pose"], options
             )
-            name = f"stride {stride}, builder, " + ("fill band 24" if fill else "no fill")
-            row = {"name": name, "stride": stride, "source": "builder", "fill": fill}
-            row |= {"band": options.fill_band if fill else None, "border": 0}
-            add(row, built[fill].gaussians, built[fill].seconds)
-        base = rows[-2]["psnr"]
-        for band in STEREO_BANDS[stride]:
-            for border in STEREO_BORDERS:
-                start = time.perf_counter()
-                layer = fill_gaussians(
-                    pair["left"],
-                    pair["depth"],
-                    pair["intrinsics"],
-                    pair["left_pose"],
-                    OcclusionFillConfig(band=band, border=border),
-                    stride,
-                )
-                seconds = built[False].seconds + time.perf_counter() - start
-                name = f"stride {stride}, composed, band {band} border {border}"
-                row = {"name": name, "stride": stride, "source": "composed", "fill": True}
-                row |= {"band": band, "border": border}
-                add(row, Gaussians.cat([built[False].gaussians, layer]), seconds)
+            rendered = render_views(built.gaussians, right_pose, pair["right_intrinsics"])
+            name = stereo_name(stride, orient, fill, band, border)
+            row = {"name": name, "stride": stride, "orient": orient, "fill": fill}
+            row |= {"band": band if fill else None, "border": border}
+            row |= score(rendered, target, perceptual)
+            row |= {"seconds": round(built.seconds, 2), "gaussians": len(built.gaussians)}
+            rows.append(row)
+            print(_format_stereo_row(row), flush=True)
+            keep[name] = rendered.rgb[0]
+        base = next(r["psnr"] for r in rows if r["stride"] == stride)
         for row in rows:
             if row["stride"] == stride:
                 row["gain_db"] = round(row["psnr"] - base, 2)
@@ -502,6 +497,7 @@ def _titled_sheet(
 ROOM_SHEET_COLUMNS = {
     "single": "single frame",
     "single_fill": "single + fill",
+    "single_fill_border": "+ normals, border",
     "fused": "fused",
     "fused_refined": "fused + refined",
     "fused_fill_refined": "fused + fill + refined",
@@ -648,14 +644,17 @@ def main() -> None:
     stereo_best = {}
     for stride in STEREO_STRIDES if stereo else ():
         best = max((r for r in stereo if r["stride"] == stride), key=lambda r: r["psnr"])
-        builder_fill = next(
-            r for r in stereo if r["stride"] == stride and r["source"] == "builder" and r["fill"]
-        )
+        by_name = {r["name"]: r for r in stereo if r["stride"] == stride}
+        builder_fill = by_name[stereo_name(stride, "normal", True, 24, 0)]
+        recommended = by_name[stereo_name(stride, "normal", True, 24, FILL_BORDER_RECOMMENDED)]
         stereo_best[f"stride_{stride}"] = {
             "best": best["name"],
             "psnr": best["psnr"],
             "builder_fill_psnr": builder_fill["psnr"],
+            "recommended_psnr": recommended["psnr"],
+            "recommended": recommended["name"],
             "target_met_by_builder_fill": builder_fill["psnr"] >= TARGET_STEREO_PSNR_DB,
+            "target_met_by_recommended": recommended["psnr"] >= TARGET_STEREO_PSNR_DB,
             "target_met_by_best": best["psnr"] >= TARGET_STEREO_PSNR_DB,
         }
     checks["stereo"] = stereo_best
@@ -666,9 +665,10 @@ def main() -> None:
         columns = {
             "ground truth": "right ground truth",
             "left input": "left input",
-            "stride 1, builder, no fill": "no fill",
-            "stride 1, builder, fill band 24": "fill (builder)",
-            best: best.split(", ", 2)[2],
+            stereo_name(1, "camera", False, 0, 0): "no fill",
+            stereo_name(1, "camera", True, 24, 0): "fill",
+            stereo_best["stride_1"]["recommended"]: f"normals, border {FILL_BORDER_RECOMMENDED}",
+            best: "best: " + best.split(", ", 1)[1],
         }
         sheet_path = write_sheet(
             args.out / "fusion_cpu.png", keep_room, room_gt, keep_stereo, columns

@@ -163,8 +163,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "baselines": {
             "vs_autograd": "forward time with every parameter requiring grad / inference time",
             "vs_reference": "brute-force per-pixel reference time / inference time",
-            "speedup_vs_torch": "torch backend time / this backend's time, same device, "
-            "inference",
+            "speedup_vs_torch": "torch backend time / this backend's time, same device, inference",
             "train_speedup_vs_torch": "the same for forward + backward",
         },
         "targets": {

@@ -22,6 +22,7 @@ from lyra_core.mapping import (
 )
 from lyra_core.mapping.optimizer import GaussianOptimizer
 from lyra_core.rendering import render
+from lyra_core.rendering.projection import quat_to_rotmat
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.procedural_room import procedural_room
 from lyra_core.scene.rgbd import gaussians_from_rgbd
@@ -141,6 +142,22 @@ def test_fusion_fills_what_one_frame_missed(room):
     for frame in frames:
         fused.integrate(frame)
     assert _score(fused.gaussians(), heldout) > _score(single.gaussians(), heldout) + 2.0
+
+
+def test_map_orient_normal_lays_the_floor_flat(room):
+    frame = _frame(room, look_at((0.0, -2.0, 1.3), (0.0, 0.5, 0.0), up=(0, 0, 1)))
+    thin_z = {}
+    for orient in ("camera", "normal"):
+        world = GaussianMap(MapConfig(steps_per_keyframe=0, pixel_stride=1, orient=orient))
+        world.integrate(frame)
+        gaussians = world.gaussians()
+        floor = gaussians.means[:, 2] < 0.05  # the room's floor is the plane z = 0
+        assert int(floor.sum()) > 500
+        thin_z[orient] = quat_to_rotmat(gaussians.quats[floor])[:, 2, 2].abs()
+    assert float(thin_z["normal"].median()) > 0.97  # thin along the floor's normal (z)
+    assert float(thin_z["camera"].median()) < 0.6  # thin along the pitched optical axis
+    with pytest.raises(ValueError, match="orient"):
+        MapConfig(orient="ray")
 
 
 def test_refinement_lowers_the_loss_and_is_deterministic(room):

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from lyra_core.geometry.cameras import Cameras, Intrinsics
+from lyra_core.geometry.transforms import look_at
 from lyra_core.mapping.world_builder import BuildOptions, build_world, resolve_source
 from lyra_core.rendering import render
-from lyra_core.scene.rgbd import gaussians_from_rgbd
+from lyra_core.rendering.projection import quat_to_rotmat
+from lyra_core.scene.rgbd import gaussians_from_rgbd, normals_from_depth
 from lyra_core.utils.errors import WorldBuildError
 from rgbd_frames import box_on_wall
 
@@ -143,3 +145,204 @@ def test_occlusion_fill_shows_background_off_the_input_view():
     np.testing.assert_allclose(
         float(filled_side.depth[0, ..., 0][revealed].median()), 3.0, atol=0.1
     )
+
+
+# ------------------------------------------------------------------ surface-oriented discs
+
+TILTED_NORMAL = torch.nn.functional.normalize(torch.tensor([0.6, -0.2, -1.0]), dim=0)
+"""Unit normal (camera frame, facing the camera) of the tilted plane through (0, 0, 2)."""
+
+
+def _plane_points(pose: torch.Tensor, intrinsics: Intrinsics = INTR) -> torch.Tensor:
+    """(H, W, 3) world points where the pixels of a camera at ``pose`` meet the tilted plane."""
+    v, u = torch.meshgrid(
+        torch.arange(intrinsics.height, dtype=torch.float32),
+        torch.arange(intrinsics.width, dtype=torch.float32),
+        indexing="ij",
+    )
+    rays = (
+        torch.stack(
+            [
+                (u - intrinsics.cx) / intrinsics.fx,
+                (v - intrinsics.cy) / intrinsics.fy,
+                torch.ones_like(u),
+            ],
+            dim=-1,
+        )
+        @ pose[:3, :3].T
+    )
+    origin = pose[:3, 3]
+    distance = (TILTED_NORMAL @ torch.tensor([0.0, 0.0, 2.0]) - origin @ TILTED_NORMAL) / (
+        rays @ TILTED_NORMAL
+    )
+    return origin + distance[..., None] * rays
+
+
+def _plane_texture(points: torch.Tensor) -> torch.Tensor:
+    """Smooth colour painted on the plane, a function of the in-plane coordinates."""
+    t1 = torch.nn.functional.normalize(
+        torch.linalg.cross(TILTED_NORMAL, torch.tensor([0.0, 1, 0])), dim=0
+    )
+    t2 = torch.linalg.cross(TILTED_NORMAL, t1)
+    a, b = 2 * math.pi * (points @ t1) / 1.5, 2 * math.pi * (points @ t2) / 1.5
+    return torch.stack(
+        [0.5 + 0.4 * a.sin(), 0.5 + 0.4 * b.cos(), 0.5 + 0.2 * a.sin() * b.cos()], dim=-1
+    )
+
+
+def tilted_plane_rgbd() -> tuple[np.ndarray, np.ndarray]:
+    """(48, 64, 3) uint8 texture and (48, 64) depth of the tilted plane seen at the origin."""
+    points = _plane_points(torch.eye(4))
+    rgb = (_plane_texture(points) * 255).round().to(torch.uint8).numpy()
+    return rgb, points[..., 2].numpy().astype(np.float32)
+
+
+def test_normals_from_depth_of_a_tilted_plane_and_its_edges():
+    _, depth = tilted_plane_rgbd()
+    normals, ok = normals_from_depth(depth, INTR)
+    assert ok.all()
+    torch.testing.assert_close(normals, TILTED_NORMAL.expand(48, 64, 3), atol=1e-4, rtol=0)
+    # A box 1 m in front: pixels on both sides of its edges keep their own surface's normal
+    # (one-sided differences), so the wall's normal is not bent towards the box.
+    depth[14:34, 20:44] = 1.0
+    depth[0, 5] = 0.0  # an unknown pixel: no normal there, its neighbours still have one
+    normals, ok = normals_from_depth(depth, INTR)
+    strided, strided_ok = normals_from_depth(depth, INTR, stride=2)
+    assert strided.shape == (24, 32, 3) and strided_ok.all()  # (0, 5) is not on the grid
+    torch.testing.assert_close(strided[3:, :8], TILTED_NORMAL.expand(21, 8, 3), atol=1e-4, rtol=0)
+    assert not ok[0, 5] and ok.sum() == 48 * 64 - 1
+    wall = np.ones((48, 64), bool)
+    wall[14:34, 20:44] = False
+    wall[0, 5] = False
+    torch.testing.assert_close(
+        normals[torch.from_numpy(wall)], TILTED_NORMAL.expand(int(wall.sum()), 3), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(normals[20, 30], torch.tensor([0.0, 0.0, -1.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normals[14, 20], torch.tensor([0.0, 0.0, -1.0]), atol=1e-5, rtol=0)
+
+
+def test_normal_orientation_puts_the_thin_axis_on_the_plane_normal():
+    rgb, depth = tilted_plane_rgbd()
+    pose = torch.eye(4)
+    pose[:3, :3] = look_at((0.0, 0.0, 0.0), (0.3, 0.1, 1.0), up=(0.0, -1.0, 0.0))[:3, :3]
+    camera = gaussians_from_rgbd(rgb, depth, INTR, pose)
+    normal = gaussians_from_rgbd(rgb, depth, INTR, pose, orient="normal")
+    world_normal = pose[:3, :3] @ TILTED_NORMAL
+    axes = quat_to_rotmat(normal.quats)
+    thin = normal.scales.argmin(dim=-1)
+    assert (thin == 2).all()
+    assert float((axes[:, :, 2] @ world_normal).abs().min()) > 0.9999
+    # Camera-facing discs are thin along the optical axis instead, ~34 degrees off the normal.
+    camera_thin = quat_to_rotmat(camera.quats)[:, :, 2]
+    assert float((camera_thin @ world_normal).abs().max()) < 0.85
+    # In-plane axes: the pixel's footprint on the plane, whose area is the camera-facing disc's
+    # times (ray . optical axis) / |ray . normal|; stretched along the slope.
+    ratio = normal.scales[:, :2] / camera.scales[:, :2]
+    rays = torch.nn.functional.normalize(normal.means, dim=-1)  # the camera sits at the origin
+    obliquity = (rays @ pose[:3, 2]) / (rays @ world_normal).abs()
+    torch.testing.assert_close(ratio.prod(dim=-1), obliquity, atol=1e-4, rtol=1e-4)
+    assert float(ratio[:, 0].max()) > 1.5 and float(ratio.min()) > 0.8
+    torch.testing.assert_close(normal.scales[:, 2], camera.scales[:, 2])
+    torch.testing.assert_close(normal.means, camera.means)
+
+
+def test_normal_orientation_keeps_fronto_parallel_discs_and_falls_back_at_edges():
+    rgb, depth = checker_rgbd()
+    depth[:, 50] = 0.0  # columns 49 and 53 keep one neighbour along u: one-sided normals
+    depth[:, 52] = 0.0  # column 51 alone between two unknown columns: no normal there
+    camera = gaussians_from_rgbd(rgb, depth, INTR)
+    normal = gaussians_from_rgbd(rgb, depth, INTR, orient="normal")
+    torch.testing.assert_close(_covariances(normal), _covariances(camera), atol=1e-9, rtol=0)
+    lone = torch.isclose(normal.means[:, 0], torch.tensor((51 - 31.5) / 60 * 2))
+    assert int(lone.sum()) == 48
+    torch.testing.assert_close(normal.quats[lone], camera.quats[lone])
+
+
+def test_normal_discs_render_an_oblique_view_closer_to_the_truth():
+    rgb, depth = tilted_plane_rgbd()
+    camera = gaussians_from_rgbd(rgb, depth, INTR)
+    normal = gaussians_from_rgbd(rgb, depth, INTR, orient="normal")
+    identity = Cameras.from_intrinsics(torch.eye(4)[None], INTR)
+    with torch.no_grad():
+        at_input = {name: render(g, identity) for name, g in (("c", camera), ("n", normal))}
+    # The input view is the same with either orientation.
+    assert (at_input["n"].alpha[0][4:-4, 4:-4] > 0.95).all()
+    torch.testing.assert_close(at_input["n"].rgb, at_input["c"].rgb, atol=0.03, rtol=0)
+    centre = torch.tensor([0.0, 0.0, 2.0])
+    gains = []
+    for degrees in (30.0, 45.0):  # orbiting towards the plane's grazing side
+        angle = math.radians(-degrees)
+        eye = centre + 2.0 * torch.tensor([math.sin(angle), 0.0, -math.cos(angle)])
+        pose = look_at(eye, centre, up=(0.0, -1.0, 0.0))
+        points = _plane_points(pose)
+        truth = _plane_texture(points)
+        u = points[..., 0] / points[..., 2] * INTR.fx + INTR.cx
+        v = points[..., 1] / points[..., 2] * INTR.fy + INTR.cy
+        seen = (u > 2) & (u < 61) & (v > 2) & (v < 45)  # inside the input view
+        view = Cameras.from_intrinsics(pose[None], INTR)
+        with torch.no_grad():
+            errors = [
+                float(((render(g, view).rgb[0] - truth)[seen] ** 2).mean())
+                for g in (camera, normal)
+            ]
+        gains.append(10 * math.log10(errors[0] / errors[1]))
+    assert min(gains) > 1.0, gains
+
+
+def _covariances(gaussians):
+    rs = quat_to_rotmat(gaussians.quats) * gaussians.scales[:, None, :]
+    return (rs @ rs.transpose(1, 2)).double()
+
+
+def test_builder_options_orient_and_fill_border():
+    rgb, depth = box_on_wall()
+    common = {"depth_stride": 1, "fill_occlusions": True}
+    plain = build_world(rgb, depth, INTR, np.eye(4), BuildOptions(**common)).gaussians
+    bordered = build_world(
+        rgb, depth, INTR, np.eye(4), BuildOptions(**common, fill_border=24)
+    ).gaussians
+    assert len(bordered) - len(plain) == (64 + 48) * (48 + 48) - 64 * 48  # the ring
+    at_input = Cameras.from_intrinsics(torch.eye(4)[None], INTR)
+    turned = torch.eye(4)
+    turned[:3, :3] = look_at((0.0, 0.0, 0.0), (-0.25, 0.0, 1.0), up=(0.0, -1.0, 0.0))[:3, :3]
+    side = Cameras.from_intrinsics(turned[None], INTR)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            render(bordered, at_input).rgb, render(plain, at_input).rgb, atol=0.02, rtol=0
+        )
+        without, with_border = render(plain, side), render(bordered, side)
+    # Turned 14 degrees left: the left ~14 columns look beyond the frame's border.
+    margin = (slice(8, 40), slice(0, 10))
+    assert float(without.alpha[0, ..., 0][margin].max()) < 0.5
+    assert float(with_border.alpha[0, ..., 0][margin].min()) > 0.9
+    colours = with_border.rgb[0][margin]  # the red wall carried on, at the wall's depth
+    assert float(colours[..., 0].mean()) > 0.7 and float(colours[..., 2].mean()) < 0.1
+    v, u = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+    rays = torch.stack([(u - INTR.cx) / INTR.fx, (v - INTR.cy) / INTR.fy, torch.ones_like(u)], -1)
+    wall_z = with_border.depth[0, ..., 0] * (rays @ turned[2, :3])  # z in the input camera
+    torch.testing.assert_close(wall_z[margin], torch.full((32, 10), 3.0), atol=0.05, rtol=0)
+
+    rgb, depth = tilted_plane_rgbd()
+    surface = build_world(
+        rgb,
+        depth,
+        INTR,
+        np.eye(4),
+        BuildOptions(depth_stride=1, orient="normal", fill_occlusions=False),
+    ).gaussians
+    assert float((quat_to_rotmat(surface.quats)[:, :, 2] @ TILTED_NORMAL).abs().min()) > 0.9999
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"orient": "ray"}, "orient"),
+        ({"fill_border": -1}, "fill_border"),
+        ({"fill_border": 2.5}, "fill_border"),
+        ({"depth_stride": 0}, "depth_stride"),
+    ],
+)
+def test_builder_rejects_bad_options(options, match):
+    rgb, depth = checker_rgbd()
+    with pytest.raises(WorldBuildError, match=match):
+        build_world(rgb, depth, INTR, np.eye(4), BuildOptions(**options))

@@ -7,8 +7,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from lyra_core.cli import main as lyra
+from lyra_core.rendering.projection import quat_to_rotmat
 from lyra_core.scene.ply import read_ply
 
 
@@ -62,14 +64,53 @@ def test_world_from_png_depth_with_and_without_fill(frame_files, capsys):
     assert len(filled) > len(plain)  # the background layer behind the box
 
 
+def test_world_fill_border_and_orientation(frame_files, capsys):
+    common = ["world", "--image", str(frame_files / "rgb.png"), "--intrinsics", "60,60,31.5,23.5"]
+    counts = {}
+    for border in ("0", "16"):
+        out = frame_files / f"border{border}.ply"
+        argv = [*common, "--depth", str(frame_files / "depth.png"), "--fill-border", border]
+        assert lyra([*argv, "--out", str(out)]) == 0
+        counts[border] = len(read_ply(out))
+    # The border is a ring of replicated edge pixels around the frame, one Gaussian each.
+    assert counts["16"] - counts["0"] == (64 + 32) * (48 + 32) - 64 * 48
+    capsys.readouterr()
+
+    # A plane tilted about the vertical axis: x / 2 + z = 2 (normal along (1, 0, 2)).
+    cols = np.arange(64, dtype=np.float32)
+    depth = np.repeat((2.0 / (1.0 + 0.5 * (cols - 31.5) / 60.0))[None], 48, axis=0)
+    np.save(frame_files / "tilted.npy", depth.astype(np.float32))
+    normal = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 2.0]), dim=0)
+    thin_axis = {}
+    for orient in ("camera", "normal"):
+        out = frame_files / f"{orient}.ply"
+        argv = [*common, "--depth", str(frame_files / "tilted.npy"), "--no-fill"]
+        assert lyra([*argv, "--orient", orient, "--out", str(out)]) == 0
+        world = read_ply(out)
+        thin_axis[orient] = quat_to_rotmat(world.quats)[:, :, 2]
+    assert float((thin_axis["normal"] @ normal).abs().min()) > 0.999
+    assert float((thin_axis["camera"] @ normal).abs().max()) < 0.9  # the optical axis instead
+
+
 def test_world_bad_input_is_one_line_and_exit_2(frame_files, capsys):
     base = ["world", "--image", str(frame_files / "rgb.png"), "--out", str(frame_files / "w.ply")]
+    with_depth = [
+        *base,
+        "--intrinsics",
+        "60,60,31.5,23.5",
+        "--depth",
+        str(frame_files / "depth.png"),
+    ]
     cases = [
         ([*base, "--intrinsics", "60,60,31.5"], "--intrinsics"),
         ([*base, "--intrinsics", "60,60,31.5,23.5"], "needs a depth image"),
         (
             [*base, "--intrinsics", "60,60,31.5,23.5", "--depth", str(frame_files / "rgb.png")],
             "16-bit",
+        ),
+        (
+            [*with_depth, "--fill-border", "-4"],
+            "fill_border must be an integer >= 0",
         ),
         (
             [

@@ -2,6 +2,8 @@
 
     lyra world --image photo.png --depth depth.png --intrinsics 525,525,319.5,239.5 \\
         --out world.ply                                  # depth source, occlusion fill on
+    lyra world --image photo.png --depth depth.png --intrinsics 525,525,319.5,239.5 \\
+        --orient normal --fill-border 32 --out world.ply # surface discs, wider fill
     lyra world --image photo.png --intrinsics 525,525,319.5,239.5 --source lyra \\
         --lyra-checkpoint shipped --out world.ply        # the learned student, anchored
 
@@ -21,8 +23,14 @@ import cv2
 import numpy as np
 
 from lyra_core.geometry.cameras import Intrinsics
-from lyra_core.mapping.world_builder import WORLD_SOURCES, BuildOptions, WorldBuilder
+from lyra_core.mapping.world_builder import (
+    FILL_BORDER,
+    WORLD_SOURCES,
+    BuildOptions,
+    WorldBuilder,
+)
 from lyra_core.scene.ply import write_ply
+from lyra_core.scene.rgbd import ORIENTATIONS
 from lyra_core.utils.errors import WorldBuildError
 
 __all__ = ["build_parser", "main", "read_depth", "read_image"]
@@ -60,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add a background layer behind depth edges (depth source; default: on)",
+    )
+    parser.add_argument(
+        "--fill-border",
+        type=int,
+        default=FILL_BORDER,
+        help="pixels the fill extends the frame by on every side, replicating its edge, so "
+        "views turned off the input pose show no empty margin (default %(default)s)",
+    )
+    parser.add_argument(
+        "--orient",
+        choices=ORIENTATIONS,
+        default=BuildOptions.orient,
+        help="depth Gaussians: discs facing the camera, or lying in the surface along the depth "
+        "map's normals (default: %(default)s)",
     )
     parser.add_argument(
         "--stride", type=int, default=1, help="keep every n-th depth pixel per axis (default 1)"
@@ -143,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         lyra_checkpoint=args.lyra_checkpoint,
         lyra_assumed_depth=args.assumed_depth,
         fill_occlusions=args.fill,
+        fill_border=args.fill_border,
+        orient=args.orient,
     )
     built = WorldBuilder().build(
         rgb, depth, _intrinsics(args.intrinsics, width, height), _pose(args.pose), options

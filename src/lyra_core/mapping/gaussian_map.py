@@ -54,7 +54,7 @@ from lyra_core.mapping.optimizer import GaussianOptimizer, LearningRates
 from lyra_core.rendering import render
 from lyra_core.rendering.projection import quat_to_rotmat
 from lyra_core.scene.gaussians import Gaussians
-from lyra_core.scene.rgbd import gaussians_from_rgbd
+from lyra_core.scene.rgbd import ORIENTATIONS, gaussians_from_rgbd
 from lyra_core.scene.visibility import seen_by_depth
 
 __all__ = ["GaussianMap", "IntegrationResult", "MapConfig"]
@@ -68,6 +68,9 @@ class MapConfig:
         max_gaussians: hard budget of the map.
         pixel_stride: new Gaussians from every n-th pixel per axis of a frame.
         new_opacity: opacity of Gaussians added from depth.
+        orient: Gaussians added from depth are discs facing the camera (``"camera"``) or lying
+            in the surface along the depth map's normals (``"normal"``;
+            :func:`~lyra_core.scene.rgbd.gaussians_from_rgbd`).
         add_alpha_threshold: a pixel is unobserved when the map's rendered alpha is below it.
         add_depth_factor: add where the measured depth is in front of the rendered one by more
             than this many median depth errors.
@@ -109,6 +112,7 @@ class MapConfig:
     max_gaussians: int = 300_000
     pixel_stride: int = 2
     new_opacity: float = 0.9
+    orient: str = "camera"
     add_alpha_threshold: float = 0.5
     add_depth_factor: float = 40.0
     min_depth: float = 0.05
@@ -157,6 +161,10 @@ class MapConfig:
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(
                 f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}"
+            )
+        if self.orient not in ORIENTATIONS:
+            raise ValueError(
+                f"orient must be one of {', '.join(ORIENTATIONS)}, got {self.orient!r}"
             )
         if self.densify not in ("auto", "always", "never"):
             raise ValueError(f"densify must be auto, always or never, got {self.densify!r}")
@@ -471,6 +479,7 @@ class GaussianMap:
             min_depth=self.config.min_depth,
             max_depth=self.config.max_depth,
             mask=mask.cpu(),
+            orient=self.config.orient,
         )
         self._append(new, observed=True)
         return len(new)
