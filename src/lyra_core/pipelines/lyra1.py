@@ -12,18 +12,40 @@ The views are read in the order given; Lyra-1's demo feeds GEN3C's six trajector
 of the first view (OpenCV axes and intrinsics). The stored generator latents are
 ``sigma_data`` (0.5) times the tokenizer-normalised latents (``latent_scale`` of
 :meth:`Lyra1Student.__call__`).
+
+A Lyra-1 *student folder* (what :meth:`lyra_core.pipelines.world.LyraWorldPipeline.from_pretrained`
+and ``lyra world --source lyra --lyra-checkpoint FOLDER`` read, :func:`load_lyra1_folder`)::
+
+    student.json    {"model": "lyra1"} plus optional fields (below)
+    decoder/        Lyra1Decoder folder written by ``lyra import-checkpoint lyra_static.pt``
+    tokenizer/      Cosmos-Tokenize1-CV8x8x8-720p as released (encoder.jit, decoder.jit,
+                    mean_std.pt), or a diffusers AutoencoderKLCosmos folder
+
+``student.json`` fields besides ``"model": "lyra1"`` (all optional): ``decoder`` and
+``tokenizer`` (paths of those folders, relative to the student folder or absolute, so the
+released files need not be copied; default ``"decoder"`` and ``"tokenizer"``); ``width``,
+``height``, ``num_frames`` (default Lyra-1's 1280, 704, 121); ``movement_scale`` and
+``trajectory_names`` (the six trajectories in GEN3C's order, default
+:data:`~lyra_core.geometry.trajectories.LYRA_TRAJECTORY_NAMES`; the pipeline feeds them to the
+decoder in :data:`LYRA1_VIEW_ORDER`); ``offload`` (default true: each model on the device only
+while it runs). A folder with a missing or mismatched part is refused with a
+:class:`~lyra_core.utils.errors.CheckpointError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 from lyra_core.models.decoder import DecoderOutput
 from lyra_core.models.lyra1 import (
     Lyra1Decoder,
@@ -32,14 +54,45 @@ from lyra_core.models.lyra1 import (
     load_decoder,
     time_embedding,
 )
-from lyra_core.models.vae import VideoVAE
+from lyra_core.models.vae import COSMOS_JIT_FILES, VideoVAE
+from lyra_core.pipelines.student import STUDENT_CONFIG_NAME, LyraStudent, StudentConfig
 from lyra_core.utils.errors import CheckpointError
 
-__all__ = ["LYRA1_HEIGHT", "LYRA1_NUM_FRAMES", "LYRA1_VIEW_ORDER", "LYRA1_WIDTH", "Lyra1Student"]
+__all__ = [
+    "LYRA1_HEIGHT",
+    "LYRA1_MODEL",
+    "LYRA1_NUM_FRAMES",
+    "LYRA1_VIEW_ORDER",
+    "LYRA1_WIDTH",
+    "Lyra1Inputs",
+    "Lyra1Student",
+    "is_lyra1_folder",
+    "load_lyra1_folder",
+]
 
 LYRA1_HEIGHT, LYRA1_WIDTH, LYRA1_NUM_FRAMES = 704, 1280, 121
 LYRA1_VIEW_ORDER = (5, 0, 1, 2, 3, 4)
 """Trajectory indices of GEN3C's six camera paths in the order Lyra-1's demo reads them."""
+LYRA1_MODEL = "lyra1"
+"""``student.json``'s ``model`` value that marks a Lyra-1 student folder."""
+
+
+@dataclass
+class Lyra1Inputs:
+    """What the decoder reads, on the student's device (:meth:`Lyra1Student.encode`).
+
+    Attributes:
+        latents: (B, V, T', C, h, w) raw video latents.
+        plucker: (B, V, T', 2C, h, w) raw latents of the Plucker rays.
+        camtoworlds: (B, V, T, 4, 4); Ks: (B, V, T, 3, 3).
+        times: raw latents of the input and target times (dynamic model), else None.
+    """
+
+    latents: Tensor
+    plucker: Tensor
+    camtoworlds: Tensor
+    Ks: Tensor
+    times: tuple[Tensor, Tensor] | None = None
 
 
 class Lyra1Student:
@@ -90,11 +143,21 @@ class Lyra1Student:
                 f"{decoder_folder}: not a Lyra-1 decoder (lyra import-checkpoint)"
             )
         tokenizer = Path(tokenizer_folder)
-        if (tokenizer / "encoder.jit").is_file():
-            vae = VideoVAE.from_cosmos_jit(tokenizer)
-        else:
+        is_diffusers = (tokenizer / "config.json").is_file()
+        if is_diffusers and not any((tokenizer / n).exists() for n in COSMOS_JIT_FILES):
             vae = VideoVAE.from_pretrained(tokenizer)
+        else:
+            vae = VideoVAE.from_cosmos_jit(tokenizer)
+        if vae.latent_channels != decoder.config.latent_channels:
+            raise CheckpointError(
+                f"the tokenizer {tokenizer} makes {vae.latent_channels}-channel latents, the "
+                f"decoder {decoder_folder} reads {decoder.config.latent_channels}"
+            )
         return cls(vae, decoder, **kwargs)
+
+    check_video_size = LyraStudent.check_video_size
+    """Raise ValueError unless W x H x N videos fit the tokenizer and the decoder's patches (the
+    student's rule: it reads only ``vae`` and ``decoder.config.patch_size``)."""
 
     @contextlib.contextmanager
     def _on_device(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -108,7 +171,17 @@ class Lyra1Student:
                     torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def __call__(
+    def __call__(self, camtoworlds: Tensor, Ks: Tensor, **inputs) -> DecoderOutput:
+        """Gaussians of the scene seen by V trajectories: :meth:`encode` (same arguments),
+        then :meth:`decode`.
+
+        Returns:
+            Gaussians with leading dims (B, V, T, h, w), float32, on ``self.device``.
+        """
+        return self.decode(self.encode(camtoworlds, Ks, **inputs))
+
+    @torch.inference_mode()
+    def encode(
         self,
         camtoworlds: Tensor,
         Ks: Tensor,
@@ -117,21 +190,21 @@ class Lyra1Student:
         latent_scale: float = 1.0,
         frame_times: Tensor | None = None,
         target_time: float | None = None,
-    ) -> DecoderOutput:
-        """Gaussians of the scene seen by V trajectories.
+    ) -> Lyra1Inputs:
+        """The tokenizer's part: video latents, Plucker latents and time latents. Videos are
+        moved to the device and encoded one at a time, rays one view at a time, so memory stays
+        bounded by one 121-frame video.
 
         Args:
             camtoworlds: (B, V, T, 4, 4) camera of every video frame (OpenCV axes).
             Ks: (B, V, T, 3, 3) intrinsics at the video resolution.
-            videos: (B, V, T, H, W, 3) frames in [0, 1]; or give ``latents``.
+            videos: (B, V, T, H, W, 3) frames in [0, 1], or uint8 (kept on the CPU, moved one
+                video at a time); or give ``latents``.
             latents: (B, V, T', C, h, w) latents normalised by the tokenizer's statistics and
                 multiplied by ``latent_scale`` (Lyra-1's stored generator latents: 0.5).
             latent_scale: see ``latents``.
             frame_times: (T,) times of the frames (default 0 .. T - 1); dynamic model only.
             target_time: the time the Gaussians are wanted at; required by the dynamic model.
-
-        Returns:
-            Gaussians with leading dims (B, V, T, h, w), float32, on ``self.device``.
         """
         if (videos is None) == (latents is None):
             raise ValueError("give exactly one of videos and latents")
@@ -146,8 +219,7 @@ class Lyra1Student:
                     )
                 height, width = videos.shape[3:5]
                 flat = videos.reshape(batch * views, *videos.shape[2:])
-                frames_in = flat.to(self.device, self.dtype) * 2.0 - 1.0
-                raw = vae.encode_raw(frames_in, batch_size=1)
+                raw = torch.cat([vae.encode_raw(self._frames(v)) for v in flat])
             else:
                 height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
                 flat = latents.reshape(batch * views, *latents.shape[2:]).to(self.device)
@@ -160,11 +232,109 @@ class Lyra1Student:
                 if target_time is None:
                     raise ValueError("the dynamic Lyra-1 decoder needs target_time")
                 steps = torch.arange(frames) if frame_times is None else frame_times
-                times = [
+                times = tuple(
                     encode_time(vae, t.expand(batch, -1, -1).to(self.device), height, width)
                     for t in time_embedding(steps, target_time)
-                ]
+                )
+        return Lyra1Inputs(raw, plucker, cams, intrinsics, times)
+
+    def _frames(self, video: Tensor) -> Tensor:
+        """(T, H, W, 3) frames in [0, 1] or uint8 -> (1, T, H, W, 3) in [-1, 1] on the device."""
+        frames = video[None].to(self.device).float()
+        if video.dtype == torch.uint8:
+            frames = frames / 255.0
+        return (frames * 2.0 - 1.0).to(self.dtype)
+
+    @torch.inference_mode()
+    def decode(self, inputs: Lyra1Inputs) -> DecoderOutput:
+        """The decoder's part: :class:`Lyra1Inputs` -> Gaussians (see :meth:`__call__`)."""
+        times = [] if inputs.times is None else [t.to(self.dtype) for t in inputs.times]
         with self._on_device(self.decoder) as decoder:
-            if times is None:
-                return decoder(raw.to(self.dtype), plucker.to(self.dtype), cams, intrinsics)
-            return decoder(raw.to(self.dtype), plucker.to(self.dtype), cams, intrinsics, *times)
+            return decoder(
+                inputs.latents.to(self.dtype),
+                inputs.plucker.to(self.dtype),
+                inputs.camtoworlds,
+                inputs.Ks,
+                *times,
+            )
+
+
+def _read_student_json(folder: Path) -> dict[str, Any] | None:
+    """``folder/student.json`` as a dict, or None when absent or not a JSON object."""
+    try:
+        data = json.loads((folder / STUDENT_CONFIG_NAME).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_lyra1_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder/student.json`` marks a Lyra-1 student (``"model": "lyra1"``)."""
+    data = _read_student_json(Path(folder))
+    return data is not None and data.get("model") == LYRA1_MODEL
+
+
+def load_lyra1_folder(
+    folder: str | os.PathLike[str], device: torch.device | str | None = None
+) -> tuple[Lyra1Student, StudentConfig]:
+    """Load a Lyra-1 student folder (layout in the module docstring).
+
+    Args:
+        folder: the student folder.
+        device: where the models run (default: CUDA when available); bf16 on CUDA.
+
+    Returns:
+        ``(student, config)``: the models and the input videos and trajectories they read.
+
+    Raises:
+        CheckpointError: no ``student.json`` marking a Lyra-1 student, invalid fields, a
+            missing or mismatched decoder or tokenizer, or a video size they cannot read.
+    """
+    folder = Path(folder)
+    data = _read_student_json(folder)
+    if data is None or data.get("model") != LYRA1_MODEL:
+        raise CheckpointError(
+            f"{folder}: not a Lyra-1 student folder ({STUDENT_CONFIG_NAME} with "
+            f'"model": "{LYRA1_MODEL}" is missing or unreadable)'
+        )
+    data = dict(data)
+    data.pop("model")
+    parts = {name: data.pop(name, name) for name in ("decoder", "tokenizer")}
+    offload = data.pop("offload", True)
+    if not isinstance(offload, bool):
+        raise CheckpointError(f"{folder / STUDENT_CONFIG_NAME}: offload must be true or false")
+    data.setdefault("width", LYRA1_WIDTH)
+    data.setdefault("height", LYRA1_HEIGHT)
+    data.setdefault("num_frames", LYRA1_NUM_FRAMES)
+    data.setdefault("trajectory_names", list(LYRA_TRAJECTORY_NAMES))
+    try:
+        config = StudentConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{folder / STUDENT_CONFIG_NAME}: {err}") from err
+    if len(config.trajectory_names) != len(LYRA1_VIEW_ORDER):
+        raise CheckpointError(
+            f"{folder / STUDENT_CONFIG_NAME}: a Lyra-1 student reads "
+            f"{len(LYRA1_VIEW_ORDER)} trajectories, got {config.trajectory_names}"
+        )
+    paths = {}
+    for name, value in parts.items():
+        if not isinstance(value, str) or not value:
+            raise CheckpointError(f"{folder / STUDENT_CONFIG_NAME}: {name} must be a path")
+        paths[name] = folder / value  # an absolute value replaces the folder
+        if not paths[name].is_dir():
+            hint = (
+                "write it with lyra import-checkpoint"
+                if name == "decoder"
+                else "Cosmos-Tokenize1-CV8x8x8-720p: " + ", ".join(COSMOS_JIT_FILES)
+            )
+            raise CheckpointError(
+                f"Lyra-1 student {folder}: the {name} folder {paths[name]} is missing ({hint})"
+            )
+    student = Lyra1Student.from_pretrained(
+        paths["decoder"], paths["tokenizer"], device=device, offload=offload
+    )
+    try:
+        student.check_video_size(config.width, config.height, config.num_frames)
+    except ValueError as err:
+        raise CheckpointError(f"Lyra-1 student {folder}: {err}") from err
+    return student, config

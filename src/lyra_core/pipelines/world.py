@@ -26,6 +26,22 @@ Without depth: Lyra estimates it with a monocular depth network, which this proj
 ship. The pipeline then calls ``depth_estimator`` when one is given, and otherwise assumes a
 fronto-parallel plane at ``assumed_depth`` meters: the cache is the image on that plane, so the
 world keeps the input view's appearance but has no measured geometry.
+
+**Lyra-1.** :meth:`LyraWorldPipeline.from_pretrained` also reads a Lyra-1 student folder
+(``student.json`` with ``"model": "lyra1"``, ``decoder/`` from ``lyra import-checkpoint``,
+``tokenizer/`` with the released Cosmos TorchScript files; layout and fields in
+:mod:`lyra_core.pipelines.lyra1`) and runs it through
+:class:`~lyra_core.pipelines.lyra1.Lyra1Student` with the same three stages, at the student's
+size (Lyra-1: 704 x 1280, 121 frames), with these differences:
+
+- the six trajectories are rendered and fed in Lyra-1's view order
+  (:data:`~lyra_core.pipelines.lyra1.LYRA1_VIEW_ORDER`; ``LyraWorldOutput.videos`` and
+  ``camtoworlds`` follow it);
+- the decoder reads its cameras relative to the first frame of the first view (as Lyra-1 was
+  trained), and the Gaussians are moved back into the world frame (means and rotations);
+- videos are encoded one at a time and Plucker rays one view at a time, in bf16 on CUDA, and
+  each model sits on the device only while it runs (``offload`` in ``student.json``);
+- a dynamic decoder is asked for the scene at the input frame (target time 0).
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -43,7 +59,14 @@ from torch import Tensor
 
 from lyra_core.geometry.cameras import Intrinsics
 from lyra_core.geometry.trajectories import lyra_trajectories
+from lyra_core.geometry.transforms import rigid_inverse, rotation_to_quaternion_wxyz
 from lyra_core.pipelines.cache3d import DEFAULT_BATCH_SIZE, cache_gaussians, render_cache
+from lyra_core.pipelines.lyra1 import (
+    LYRA1_VIEW_ORDER,
+    Lyra1Student,
+    is_lyra1_folder,
+    load_lyra1_folder,
+)
 from lyra_core.pipelines.student import LyraStudent, StudentConfig
 from lyra_core.scene.gaussians import Gaussians
 
@@ -167,16 +190,18 @@ class LyraWorldPipeline:
     """Image (+ depth) + camera -> Gaussian world with a trained student (module docstring).
 
     Args:
-        student: the trained model.
-        config: what it was trained on (input size, frames, trajectories).
+        student: the trained model, or an imported Lyra-1 student.
+        config: what it was trained on (input size, frames, trajectories; for Lyra-1 the six
+            trajectories in GEN3C's order, fed in :data:`LYRA1_VIEW_ORDER`).
         depth_estimator: called when no depth is given (see :data:`DepthEstimator`); without
             one, a plane at ``assumed_depth`` is used.
-        device: where the cache is rendered and the student runs; default the student's.
+        device: where the cache is rendered and the student runs; default the student's (a
+            :class:`Lyra1Student` runs on its own ``device``, which must be this one).
     """
 
     def __init__(
         self,
-        student: LyraStudent,
+        student: LyraStudent | Lyra1Student,
         config: StudentConfig,
         depth_estimator: DepthEstimator | None = None,
         device: torch.device | str | None = None,
@@ -184,6 +209,19 @@ class LyraWorldPipeline:
         student.check_video_size(config.width, config.height, config.num_frames)
         self.config = config
         self.depth_estimator = depth_estimator
+        self.trajectory_names = list(config.trajectory_names)
+        if isinstance(student, Lyra1Student):
+            if len(self.trajectory_names) != len(LYRA1_VIEW_ORDER):
+                raise ValueError(
+                    f"a Lyra-1 student reads {len(LYRA1_VIEW_ORDER)} trajectories, got "
+                    f"{self.trajectory_names}"
+                )
+            self.trajectory_names = [self.trajectory_names[i] for i in LYRA1_VIEW_ORDER]
+            if device is not None and torch.device(device) != student.device:
+                raise ValueError(f"the Lyra-1 student runs on {student.device}, not {device}")
+            self.device = student.device
+            self.student = student
+            return
         self.device = torch.device(device) if device is not None else _device_of(student)
         self.student = student.eval().to(self.device)
 
@@ -194,14 +232,24 @@ class LyraWorldPipeline:
         device: torch.device | str = "cpu",
         depth_estimator: DepthEstimator | None = None,
     ) -> LyraWorldPipeline:
-        """Load a student checkpoint folder (:meth:`LyraStudent.from_pretrained`).
+        """Load a student checkpoint folder: this package's (:meth:`LyraStudent.from_pretrained`)
+        or an imported Lyra-1 student (``student.json`` with ``"model": "lyra1"``,
+        :func:`lyra_core.pipelines.lyra1.load_lyra1_folder`).
 
         Raises:
-            lyra_core.pipelines.student.CheckpointError: a missing, corrupt or inconsistent
+            lyra_core.utils.errors.CheckpointError: a missing, corrupt or inconsistent
             checkpoint.
         """
+        if is_lyra1_folder(folder):
+            lyra1, config = load_lyra1_folder(folder, device=device)
+            return cls(lyra1, config, depth_estimator)
         student, config = LyraStudent.from_pretrained(folder, device=device)
         return cls(student, config, depth_estimator, device)
+
+    @property
+    def is_lyra1(self) -> bool:
+        """Whether the student is an imported Lyra-1 one."""
+        return isinstance(self.student, Lyra1Student)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -243,12 +291,15 @@ class LyraWorldPipeline:
         clock = _Stopwatch(self.device)
         inputs = self._cache(rgb, depth, K, camtoworld, assumed_depth, seed)
         clock.lap("cache")
-        latents = self.student.encode(inputs.videos.to(self.device).float() / 255.0)
-        clock.lap("encode")
-        poses, Ks = inputs.camtoworlds.to(self.device), inputs.Ks.to(self.device)
-        output = self.student.decode(latents, poses, Ks)
         ratio = self.student.decoder.config.prune_ratio if prune_ratio is None else prune_ratio
-        gaussians = output.to_gaussians(prune_ratio=ratio)
+        if self.is_lyra1:
+            gaussians = self._run_lyra1(inputs, ratio, clock)
+        else:
+            latents = self.student.encode(inputs.videos.to(self.device).float() / 255.0)
+            clock.lap("encode")
+            poses, Ks = inputs.camtoworlds.to(self.device), inputs.Ks.to(self.device)
+            output = self.student.decode(latents, poses, Ks)
+            gaussians = output.to_gaussians(prune_ratio=ratio)
         clock.lap("decode")
         return LyraWorldOutput(
             gaussians=gaussians,
@@ -259,6 +310,24 @@ class LyraWorldPipeline:
             depth_source=inputs.depth_source,
             timings=clock.timings(),
         )
+
+    def _run_lyra1(
+        self, inputs: _StudentInputs, prune_ratio: float, clock: _Stopwatch
+    ) -> Gaussians:
+        """Encode and decode with a Lyra-1 student (module docstring): cameras relative to the
+        first frame of the first view in, Gaussians moved back to the world frame out."""
+        reference = inputs.camtoworlds[0, 0].double()
+        relative = (rigid_inverse(reference) @ inputs.camtoworlds.double()).float()
+        dynamic = self.student.decoder.config.use_time_embedding
+        times = {"frame_times": torch.arange(self.config.num_frames), "target_time": 0.0}
+        videos = inputs.videos[None]  # uint8 on the CPU: moved one video at a time
+        encoded = self.student.encode(
+            relative[None], inputs.Ks[None], videos=videos, **(times if dynamic else {})
+        )
+        clock.lap("encode")
+        output = self.student.decode(encoded)
+        gaussians = output.to_gaussians(prune_ratio=prune_ratio)
+        return _transform_gaussians(gaussians, reference)
 
     def _cache(
         self,
@@ -283,7 +352,7 @@ class LyraWorldPipeline:
         trajectories = lyra_trajectories(
             pose64, scene_depth, self.config.num_frames, self.config.movement_scale, seed=seed
         )
-        poses = torch.stack([trajectories[n] for n in self.config.trajectory_names])
+        poses = torch.stack([trajectories[n] for n in self.trajectory_names])
         poses = poses.to(torch.float32)
         videos = torch.stack(
             [render_cache(cache, p, intr_m, self.device, DEFAULT_BATCH_SIZE).rgb for p in poses]
@@ -307,6 +376,27 @@ class LyraWorldPipeline:
                 f"image, got {tuple(depth_t.shape)}"
             )
         return depth_t, source
+
+
+def _transform_gaussians(gaussians: Gaussians, world_from_frame: Tensor) -> Gaussians:
+    """Gaussians of a frame moved into the world: ``means`` by the rigid (4, 4)
+    ``world_from_frame``, ``quats`` (w, x, y, z) composed with its rotation; in float64, cast
+    back to the Gaussians' dtype."""
+    pose = world_from_frame.to(gaussians.means.device, torch.float64)
+    dtype = gaussians.means.dtype
+    means = gaussians.means.double() @ pose[:3, :3].T + pose[:3, 3]
+    w1, x1, y1, z1 = rotation_to_quaternion_wxyz(pose[:3, :3]).unbind(-1)
+    w2, x2, y2, z2 = gaussians.quats.double().unbind(-1)
+    quats = torch.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        dim=-1,
+    )
+    return replace(gaussians, means=means.to(dtype), quats=quats.to(dtype))
 
 
 def _cpu_tensor(value: np.ndarray | Tensor) -> Tensor:
