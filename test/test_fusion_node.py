@@ -427,9 +427,10 @@ class Robot:
 
 
 def start_node(tmp_path: Path, config: str, name: str) -> subprocess.Popen:
+    """The node ``name`` with ``config``; its ``world_dir`` is ``tmp_path/worlds``."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(config)
-    remaps = []
+    remaps = ["-p", f"world_dir:={tmp_path / 'worlds'}"]
     for topic in ("image", "depth", "camera_info"):
         remaps += ["-r", f"{topic}:={name}_in/{topic}"]
     return start_world_node(path, "--ros-args", "-r", f"__node:={name}", *remaps)
@@ -454,9 +455,10 @@ def frames(room):
 @pytest.fixture(scope="module")
 def fusion(ros_node, tmp_path_factory):
     """One fusion node for the module's node tests (they run in file order on its state)."""
-    process = start_node(tmp_path_factory.mktemp("fusion"), FUSION_CONFIG, "lyra_world_fusion")
+    folder = tmp_path_factory.mktemp("fusion")
+    process = start_node(folder, FUSION_CONFIG, "lyra_world_fusion")
     robot = Robot(ros_node, "lyra_world_fusion")
-    state = {"process": process}
+    state = {"process": process, "worlds": folder / "worlds"}
     yield robot, state
     if "output" not in state:
         stop_world_node(process)
@@ -548,10 +550,10 @@ def test_frames_without_a_pose_at_their_stamp_are_skipped_and_counted(fusion, fr
     assert state["process"].poll() is None
 
 
-def test_save_world_writes_the_map(fusion, tmp_path):
+def test_save_world_writes_the_map(fusion):
     robot, state = fusion
-    path = tmp_path / "map.ply"
-    saved = robot.call("save", WorldFile.Request(path=str(path)))
+    path = state["worlds"] / "map.ply"
+    saved = robot.call("save", WorldFile.Request(path=path.name))
     assert saved.success, saved.message
     world = read_ply(path)
     assert len(world) == saved.gaussian_count == robot.status.gaussian_count == state["grown"]
@@ -595,11 +597,10 @@ def test_build_world_starts_a_new_map_from_the_request_frame(fusion, frames):
     assert psnr(image_to_rgb(view.image), rgb) > 18
 
 
-def test_load_world_makes_the_file_the_start_of_a_map(fusion, frames, tmp_path):
+def test_load_world_makes_the_file_the_start_of_a_map(fusion, frames):
     robot, _ = fusion
-    path = tmp_path / "start.ply"
-    assert robot.call("save", WorldFile.Request(path=str(path))).success
-    loaded = robot.call("load", WorldFile.Request(path=str(path)))
+    assert robot.call("save", WorldFile.Request(path="start.ply")).success
+    loaded = robot.call("load", WorldFile.Request(path="start.ply"))
     assert loaded.success, loaded.message
     status = robot.wait_status(lambda s: s.source == "ply", what="the loaded world")
     assert status.mapping and status.keyframes == 0 and status.frames_integrated == 0

@@ -217,9 +217,18 @@ def ros_node():
 
 
 @pytest.fixture(scope="module")
-def world(ros_node, tmp_path_factory):
+def worlds(tmp_path_factory) -> Path:
+    """The ``world_dir`` of the module's world node (its save and load requests name files in
+    it)."""
+    return tmp_path_factory.mktemp("worlds")
+
+
+@pytest.fixture(scope="module")
+def world(ros_node, tmp_path_factory, worlds):
     """One world node process for the module (tests below run in file order on its state)."""
-    process = start(tmp_path_factory.mktemp("world"))
+    process = start(
+        tmp_path_factory.mktemp("world"), CONFIG, "--ros-args", "-p", f"world_dir:={worlds}"
+    )
     client = Client(ros_node)
     yield client, process
     output = stop_world_node(process)
@@ -330,7 +339,7 @@ def test_render_view_refuses_images_over_max_render_pixels(world):
     assert client.call("render", render_request(W, H)).success
 
 
-def test_a_large_render_blocks_no_other_service(world, tmp_path):
+def test_a_large_render_blocks_no_other_service(world):
     client, _ = world
     request = render_request(1000, 1000)  # at the config's max_render_pixels
     start = time.monotonic()
@@ -343,45 +352,46 @@ def test_a_large_render_blocks_no_other_service(world, tmp_path):
     large = client.clients["render"].call_async(request)
     client.spin_for(0.05)  # the request reaches the node, the render starts
     # A call that the node answers at once (loading a missing file fails without any work).
-    missing = client.call("load", WorldFile.Request(path=str(tmp_path / "missing.ply")))
+    missing = client.call("load", WorldFile.Request(path="missing.ply"))
     rendering = not large.done()
     client.spin_until(large.done, 120, "large render")
     assert not missing.success and large.result().success
     assert rendering, "load_world was answered only after the render finished: it was blocked"
 
 
-def test_save_and_load_world(world, tmp_path):
+def test_save_and_load_world(world, worlds):
     client, process = world
-    path = tmp_path / "saved.ply"
-    saved = client.call("save", WorldFile.Request(path=str(path)))
+    path = worlds / "saved.ply"
+    saved = client.call("save", WorldFile.Request(path="saved.ply"))
     assert saved.success and saved.gaussian_count == W * H
+    assert saved.message == f"saved to {path}"
     assert len(read_ply(path)) == W * H
-    unwritable = client.call("save", WorldFile.Request(path=str(tmp_path / "no" / "dir.ply")))
-    assert not unwritable.success
+    unwritable = client.call("save", WorldFile.Request(path="no/dir.ply"))  # no such folder
+    assert not unwritable.success and "save failed" in unwritable.message
 
-    corrupt = tmp_path / "corrupt.ply"
+    corrupt = worlds / "corrupt.ply"
     corrupt.write_bytes(path.read_bytes()[:500])
-    failed = client.call("load", WorldFile.Request(path=str(corrupt)))
+    failed = client.call("load", WorldFile.Request(path="corrupt.ply"))
     assert not failed.success and "corrupt.ply" in failed.message
     assert process.poll() is None and client.status.state == WorldStatus.STATE_READY
 
-    loaded = client.call("load", WorldFile.Request(path=str(path)))
+    loaded = client.call("load", WorldFile.Request(path="saved.ply"))
     assert loaded.success and loaded.gaussian_count == W * H
     client.spin_until(lambda: client.status.source == "ply", what="source ply")
 
 
-def test_load_world_refuses_a_zero_quaternion_and_keeps_the_world(world, tmp_path):
+def test_load_world_refuses_a_zero_quaternion_and_keeps_the_world(world, worlds):
     client, process = world
-    good = tmp_path / "good.ply"
-    assert client.call("save", WorldFile.Request(path=str(good))).success
+    good = worlds / "good.ply"
+    assert client.call("save", WorldFile.Request(path=good.name)).success
     ply = PlyData.read(str(good))
     vertices = ply["vertex"].data
     for name in ("rot_0", "rot_1", "rot_2", "rot_3"):
         vertices[name][1234] = 0.0  # no rotation: every render of it would fail
-    bad = tmp_path / "zero_quaternion.ply"
+    bad = worlds / "zero_quaternion.ply"
     ply.write(str(bad))
     before = client.status
-    failed = client.call("load", WorldFile.Request(path=str(bad)))
+    failed = client.call("load", WorldFile.Request(path=bad.name))
     assert not failed.success
     assert "zero_quaternion.ply" in failed.message and "vertex 1234" in failed.message
     client.spin_for(0.5)
@@ -396,21 +406,21 @@ def test_load_world_refuses_a_zero_quaternion_and_keeps_the_world(world, tmp_pat
     assert process.poll() is None
 
 
-def test_save_world_sweeps_stale_temporary_files(world, tmp_path):
+def test_save_world_sweeps_stale_temporary_files(world, worlds):
     client, _ = world
-    stale = tmp_path / ".world.ply.0123456789ab.lyra-tmp"  # left by a save killed with -9
+    stale = worlds / ".world.ply.0123456789ab.lyra-tmp"  # left by a save killed with -9
     stale.write_bytes(b"partial")
     an_hour_ago = time.time() - 3600
     os.utime(stale, (an_hour_ago, an_hour_ago))
-    live = tmp_path / ".other.ply.abcdefabcdef.lyra-tmp"  # another writer, still at work
+    live = worlds / ".other.ply.abcdefabcdef.lyra-tmp"  # another writer, still at work
     live.write_bytes(b"in progress")
-    unrelated = tmp_path / ".notes.txt"
+    unrelated = worlds / ".notes.txt"
     unrelated.write_text("not ours")
-    saved = client.call("save", WorldFile.Request(path=str(tmp_path / "world.ply")))
+    saved = client.call("save", WorldFile.Request(path="world.ply"))
     assert saved.success, saved.message
     assert not stale.exists()
     assert live.exists() and unrelated.exists()
-    assert len(read_ply(tmp_path / "world.ply")) == saved.gaussian_count
+    assert len(read_ply(worlds / "world.ply")) == saved.gaussian_count
 
 
 def test_bad_inputs_set_an_error_and_keep_the_node_alive(world):
@@ -530,7 +540,8 @@ def test_build_service_builds_with_the_lyra_source(ros_node, tmp_path, tiny_stud
         .replace(
             "depth_stride: 1",
             f"depth_stride: 1\n    world_source: lyra\n"
-            f"    lyra_checkpoint: {tiny_student_checkpoint}"
+            f"    lyra_checkpoint: {tiny_student_checkpoint}\n"
+            f"    checkpoint_dirs: [{tiny_student_checkpoint.parent}]"
             "\n    lyra_assumed_depth: 2.0",
         )
     )
@@ -594,7 +605,8 @@ def bare_config(settings: dict[str, object], cameras: tuple[str, ...] = ("front"
 
 
 def run_until_exit(config: str | None, tmp_path: Path) -> subprocess.Popen:
-    """Start the node as ``lyra_world_bare`` (config text, or None for ``--config none``)."""
+    """Start the node as ``lyra_world_bare`` (config text, or None for ``--config none``) in
+    ``tmp_path`` (so its default ``world_dir`` is ``tmp_path/worlds``)."""
     path = "none"
     if config is not None:
         path = tmp_path / "bare.yaml"
@@ -613,6 +625,7 @@ def run_until_exit(config: str | None, tmp_path: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
 
 
@@ -632,6 +645,8 @@ BAD_PARAMETERS = [
     ({"mapping_stride": 0}, "mapping_stride"),
     ({"max_refine_steps_per_second": 0.0}, "max_refine_steps_per_second"),
     ({"world_source": "fusion", "use_depth": False}, "use_depth"),
+    ({"lyra_checkpoint": "/etc"}, "lyra_checkpoint"),  # outside checkpoint_dirs
+    ({"max_input_pixels": 0}, "max_input_pixels"),
 ]
 if not torch.cuda.is_available():
     BAD_PARAMETERS.append(({"device": "cuda"}, "device"))
@@ -656,13 +671,16 @@ def test_a_bad_parameter_stops_start_up_with_one_line_naming_it(tmp_path, settin
 @pytest.mark.parametrize("config", [None, bare_config({}, cameras=())])
 def test_a_node_without_simulated_cameras_starts_and_serves(ros_node, tmp_path, config):
     rgb, depth = gradient_rgbd()
-    path = tmp_path / "plane.ply"
+    path = tmp_path / "worlds" / "plane.ply"  # the default world_dir in the node's directory
+    path.parent.mkdir()
     write_ply(path, gaussians_from_rgbd(rgb, depth, INTR, torch.from_numpy(input_pose())))
     process = run_until_exit(config, tmp_path)
     try:
         client = Client(ros_node, f"/{BARE_NODE}")
         client.wait_state(WorldStatus.STATE_WAITING)
-        loaded = client.call("load", WorldFile.Request(path=str(path)))
+        outside = client.call("load", WorldFile.Request(path=str(path)))  # an absolute path
+        assert not outside.success and "absolute path" in outside.message, outside.message
+        loaded = client.call("load", WorldFile.Request(path="plane.ply"))
         assert loaded.success and loaded.gaussian_count == W * H
         view = client.call("render", render_request(W, H))
         assert view.success, view.message

@@ -10,6 +10,12 @@ line on stderr and exit code 2.
 Parameters the node reads again while running (``build_on_first_image``, ``use_depth``,
 ``default_fov_deg``, ``point_cloud_max_points``, ``max_render_pixels``) may be changed at run
 time within their ranges; the others are read-only (they take effect at start-up only).
+
+What a peer on the DDS domain may make the node touch is bounded here too (all read-only):
+``world_dir`` (the only folder ``~/save_world`` and ``~/load_world`` use, :mod:`lyra_ros.paths`),
+``checkpoint_dirs`` (the folders ``lyra_checkpoint`` may name), ``allow_any_path`` (turns both
+confinements off) and ``max_input_pixels`` (larger input images, depth and camera_info are
+dropped before conversion).
 README.md, "Node parameters", documents them all; config/world.yaml lists their defaults.
 
 The mapping parameters (``refine``, ``max_gaussians``, ``mapping_stride``, ``keyframe_*``,
@@ -42,9 +48,11 @@ from lyra_core.mapping.gaussian_map import MapConfig
 from lyra_core.mapping.world_builder import WORLD_SOURCES, BuildOptions
 from lyra_core.utils.errors import LyraError
 from lyra_ros.mapping_worker import MappingSettings
+from lyra_ros.paths import PathRefusedError, WorldFiles, check_checkpoint
 from lyra_ros.sim_camera import SimCamera
 
 __all__ = [
+    "DEFAULT_MAX_INPUT_PIXELS",
     "DEFAULT_MAX_RENDER_PIXELS",
     "FUSION",
     "NODE_WORLD_SOURCES",
@@ -68,6 +76,14 @@ SMALLEST_MAP_DEPTH_M = 1e-3
 DEFAULT_MAX_RENDER_PIXELS = 2048 * 2048
 """Largest image (width x height) rendered: ~4.2 MP; a render of this size of a world that covers
 the view takes ~2.5 GB of memory with the torch backend on the CPU."""
+
+DEFAULT_MAX_INPUT_PIXELS = 4096 * 2160
+"""Largest input image, depth image or camera_info (width x height) taken: ~8.8 MP, 4K (DCI and
+UHD) cameras fit; an rgb8 image of this size is 27 MB."""
+
+DEFAULT_CHECKPOINT_DIRS = ("checkpoints",)
+"""Folders ``lyra_checkpoint`` may name a student in by default (relative: to the working
+directory); ``shipped`` is always allowed."""
 
 MAX_IMAGE_SIDE = 16384
 """Largest simulated-camera width or height, pixels."""
@@ -99,6 +115,8 @@ class WorldParameters:
     tf_cache_time: float
     cameras: tuple[SimCamera, ...]
     mapping: MappingParameters
+    files: WorldFiles
+    max_input_pixels: int
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,30 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
         3.0,
         "lyra without depth: distance (m) of the assumed fronto-parallel plane.",
         (0.01, 1000.0),
+        True,
+    ),
+    (
+        "world_dir",
+        "worlds",
+        "Folder of ~/save_world and ~/load_world files (relative: to the working directory; "
+        "created on the first save). Requests name files inside it.",
+        None,
+        True,
+    ),
+    (
+        "allow_any_path",
+        False,
+        "Let ~/save_world, ~/load_world and lyra_checkpoint use any path (unsafe where others "
+        "share the DDS domain).",
+        None,
+        True,
+    ),
+    (
+        "max_input_pixels",
+        DEFAULT_MAX_INPUT_PIXELS,
+        "Largest width x height of input images, depth images and camera_info (topics and "
+        "~/build_world); larger ones are dropped before conversion.",
+        (1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE),
         True,
     ),
     ("default_fov_deg", 60.0, "Horizontal FOV used without camera_info.", (1.0, 179.0), False),
@@ -280,6 +322,8 @@ def _type_word(default: Any) -> str:
         return "a floating-point number (write 10.0, not 10)"
     if isinstance(default, str):
         return "a string"
+    if default and isinstance(default[0], str):
+        return "a list of strings"
     return "a list of floating-point numbers"
 
 
@@ -359,6 +403,28 @@ def _check_topic(node: Node, name: str, topic: str) -> str:
     except Exception as err:  # rclpy raises ValueError or InvalidTopicNameException
         raise ParameterError(name, f"{topic!r} is not a valid topic name ({err})") from None
     return topic
+
+
+def _checkpoint_dirs(node: Node) -> list[str]:
+    """``checkpoint_dirs``: folders ``lyra_checkpoint`` may name (an empty list: none)."""
+    name = "checkpoint_dirs"
+    descriptor = ParameterDescriptor(
+        name=name,
+        description="Folders lyra_checkpoint may name a student in ('shipped' is always "
+        "allowed; relative: to the working directory).",
+        read_only=True,
+    )
+    try:
+        value = node.declare_parameter(name, list(DEFAULT_CHECKPOINT_DIRS), descriptor).value
+    except InvalidParameterTypeException:
+        given = _override(node, name)
+        if isinstance(given, (list, tuple)) and not given:
+            return []  # [] in a parameter file: ROS cannot type an empty list
+        raise ParameterError(name, f"must be a list of folders, got {given!r}") from None
+    folders = list(value or [])
+    if not all(folder.strip() for folder in folders):
+        raise ParameterError(name, f"folders must be non-empty, got {folders}")
+    return folders
 
 
 def _camera_names(node: Node) -> list[str]:
@@ -444,6 +510,12 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         raise ParameterError(
             "use_depth", "must be true with world_source fusion (the map grows from depth)"
         )
+    if not value["world_dir"].strip():
+        raise ParameterError("world_dir", "must name a folder, got ''")
+    try:
+        check_checkpoint(value["lyra_checkpoint"], _checkpoint_dirs(node), value["allow_any_path"])
+    except PathRefusedError as err:
+        raise ParameterError("lyra_checkpoint", str(err)) from None
     device = _resolve_device(value["device"])
     background = _check_background(value["background"])
     cameras = tuple(
@@ -469,6 +541,8 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         tf_cache_time=value["tf_cache_time"],
         cameras=cameras,
         mapping=_mapping_parameters(value, background),
+        files=WorldFiles(value["world_dir"], value["allow_any_path"]),
+        max_input_pixels=value["max_input_pixels"],
     )
 
 

@@ -5,7 +5,8 @@ whose calls take long (``~/build_world`` waits for its build, ``~/render_view`` 
 ``max_render_pixels``) is served by :class:`ServiceThread`: a helper node of its own (named
 ``<node>_<suffix>``, same namespace, no global ROS arguments so that ``__node`` remaps do not
 rename it) spun by its own executor in its own thread. The service keeps the node's fully
-qualified name (``/lyra_world/build_world``).
+qualified name (``/lyra_world/build_world``). The helper has no parameters, so it serves no
+parameter services (less for a DDS peer to call; see docs/security.md).
 
 Not rclpy's MultiThreadedExecutor on the main node or a coroutine callback instead: a pending
 coroutine is re-run on every spin of a single-threaded executor (a busy loop), and the main
@@ -61,6 +62,7 @@ class ServiceThread:
             namespace=node.get_namespace(),
             context=node.context,
             use_global_arguments=False,
+            start_parameter_services=False,
         )
         group = ReentrantCallbackGroup() if threads > 1 else None
         self.node.create_service(

@@ -26,11 +26,18 @@ replaced by a snapshot of the map (one reference swap), so rendering never waits
 Parameters: :mod:`lyra_ros.parameters` (declared with ranges, all checked at start-up; a bad one
 ends ``lyra-world`` with one line naming it and exit code 2), documented in the README and
 config/world.yaml.
+
+Exposure (any DDS peer can call the services and publish inputs): ``~/save_world`` and
+``~/load_world`` take a name inside ``world_dir`` (:mod:`lyra_ros.paths`; refused paths get a
+clear ``message``, the node keeps running); input images, depth images and camera_info larger
+than ``max_input_pixels`` are dropped on arrival with a throttled warning, and ``~/build_world``
+refuses them; docs/security.md explains running under SROS2.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -66,7 +73,7 @@ from lyra_ros.conversions import (
     pointcloud2_from_points,
     pose_to_matrix,
 )
-from lyra_ros.inputs import InputFrame, input_frame
+from lyra_ros.inputs import InputFrame, input_frame, size_problem
 from lyra_ros.mapping_worker import (
     FrameSkipError,
     MappingStats,
@@ -78,6 +85,7 @@ from lyra_ros.mapping_worker import (
 )
 from lyra_ros.msg import WorldStatus
 from lyra_ros.parameters import FUSION, ParameterError, declare_world_parameters
+from lyra_ros.paths import PathRefusedError
 from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
 from lyra_ros.service_thread import ServiceThread
 from lyra_ros.sim_camera import SimCameraThread
@@ -90,6 +98,9 @@ fails every auto-build retry the same way)."""
 
 SKIP_LOG_PERIOD_S = 5.0
 """Seconds between two warnings about frames the map skipped (they repeat at the camera rate)."""
+
+DROP_LOG_PERIOD_S = 5.0
+"""Seconds between two warnings about input messages dropped as too large."""
 
 SNAPSHOT_TIMEOUT_S = 5.0
 """~/save_world waits at most this long for the map's step in progress, then saves the served
@@ -110,6 +121,8 @@ class WorldNode(Node):
         self._cameras: list[SimCameraThread] = []
         self._builder: ThreadPoolExecutor | None = None
         self._worker: MappingWorker | None = None
+        self.stopped_cleanly = True
+        """False after :meth:`destroy_node` left a worker thread running (see :func:`main`)."""
         try:
             params = declare_world_parameters(self)
         except ParameterError:
@@ -120,6 +133,11 @@ class WorldNode(Node):
         self.device = params.device
         self.background = params.background
         self.mapping = params.mapping
+        self.files = params.files
+        self.max_input_pixels = params.max_input_pixels
+        self.inputs_dropped = 0
+        """Input messages dropped as larger than ``max_input_pixels`` since start-up."""
+        self._last_drop_warning: dict[str, float] = {}  # topic -> time of its last warning
         self.world_builder = WorldBuilder(self.device)  # keeps the Lyra model between builds
 
         self._lock = threading.Lock()
@@ -157,6 +175,12 @@ class WorldNode(Node):
         self._worker.start()
         for camera in self._cameras:
             camera.start()
+        if self.files.allow_any_path:
+            self.get_logger().warning(
+                "allow_any_path is true: ~/save_world and ~/load_world accept any path this "
+                "process may write or read, and lyra_checkpoint any folder; every participant "
+                "on the DDS domain can call them (see docs/security.md)"
+            )
         mapping = "fusion" if self._maps_every_world() else "off"
         self.get_logger().info(
             f"lyra_world ready: world_frame={self.world_frame}, source={self.options.source}, "
@@ -201,7 +225,26 @@ class WorldNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
+    def _too_large(self, msg: Image | CompressedImage | CameraInfo, topic: str) -> bool:
+        """Drop ``msg`` (True) when it declares more than ``max_input_pixels``; warns at most
+        every :data:`DROP_LOG_PERIOD_S` seconds per topic."""
+        problem = size_problem(msg, self.max_input_pixels)
+        if problem is None:
+            return False
+        self.inputs_dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning.get(topic, -math.inf) >= DROP_LOG_PERIOD_S:
+            self._last_drop_warning[topic] = now
+            self.get_logger().warning(
+                f"dropped a message on '{topic}' ({self.inputs_dropped} so far): {problem}"
+            )
+        return True
+
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if self._too_large(
+            msg, "image/compressed" if isinstance(msg, CompressedImage) else "image"
+        ):
+            return
         with self._lock:
             self._latest_image = msg
             self._unpaired_image = msg
@@ -209,6 +252,8 @@ class WorldNode(Node):
         self._maybe_auto_build()
 
     def _on_depth(self, msg: Image) -> None:
+        if self._too_large(msg, "depth"):
+            return
         with self._lock:
             self._latest_depth = msg
         self._offer_frame()
@@ -245,6 +290,8 @@ class WorldNode(Node):
         )
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        if self._too_large(msg, "camera_info"):
+            return
         with self._lock:
             self._latest_info = msg
 
@@ -285,7 +332,8 @@ class WorldNode(Node):
     def _to_input_frame(
         self, image: Image | CompressedImage, depth: Image | None, info: CameraInfo | None
     ) -> InputFrame:
-        frame = input_frame(image, depth, info, self.get_parameter("default_fov_deg").value)
+        fov = self.get_parameter("default_fov_deg").value
+        frame = input_frame(image, depth, info, fov, self.max_input_pixels)
         if frame.default_intrinsics and not self._warned_no_info:
             self._warned_no_info = True
             self.get_logger().warning(
@@ -654,9 +702,10 @@ class WorldNode(Node):
         return self.get_parameter("max_render_pixels").value
 
     def _on_save(self, request: WorldFile.Request, response: WorldFile.Response):
-        """Write the world as a PLY, atomically; :func:`write_ply` also removes temporary files
-        that killed writers (kill -9, power cut) left in the folder. A world being mapped is
-        saved as the map is now (after the step in progress), not as last served."""
+        """Write the world as a PLY named ``request.path`` inside ``world_dir``, atomically;
+        :func:`write_ply` also removes temporary files that killed writers (kill -9, power cut)
+        left in the folder. A world being mapped is saved as the map is now (after the step in
+        progress), not as last served."""
         with self._lock:
             world, generation = self._world, self._map_generation
         if generation is not None:
@@ -667,11 +716,15 @@ class WorldNode(Node):
             response.success, response.message = False, "no world to save"
             return response
         try:
-            write_ply(request.path, world)
+            path = self.files.resolve(request.path, for_writing=True)
+            write_ply(path, world)
+        except PathRefusedError as err:
+            response.success, response.message = False, f"save {err}"
+            return response
         except (OSError, ValueError) as err:
             response.success, response.message = False, f"save failed: {err}"
             return response
-        response.success, response.message = True, f"saved to {request.path}"
+        response.success, response.message = True, f"saved to {path}"
         response.gaussian_count = len(world)
         return response
 
@@ -683,7 +736,12 @@ class WorldNode(Node):
             return response
         start = time.perf_counter()
         try:
-            gaussians = read_ply(request.path)
+            path = self.files.resolve(request.path)
+        except PathRefusedError as err:
+            response.success, response.message = False, f"load {err}"
+            return response
+        try:
+            gaussians = read_ply(path)
         except (OSError, LyraError, ValueError) as err:
             response.success, response.message = False, f"load failed: {err}"
             return response
@@ -695,7 +753,7 @@ class WorldNode(Node):
             )
             map_state = (stats, generation)
         self._set_world(gaussians.to(self.device), "ply", time.perf_counter() - start, map_state)
-        response.success, response.message = True, f"loaded {request.path}"
+        response.success, response.message = True, f"loaded {path}"
         response.gaussian_count = len(gaussians)
         return response
 
@@ -710,6 +768,7 @@ class WorldNode(Node):
             self._builder.shutdown(wait=False, cancel_futures=True)
         self._service_threads, self._cameras, self._builder = [], [], None
         self._worker = None
+        self.stopped_cleanly = self.stopped_cleanly and stopped
         if not stopped:
             # A thread still inside rcl (e.g. publishing): destroying the node under it could
             # crash the process; its resources go with the process instead.
@@ -750,6 +809,13 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if node is not None and not node.stopped_cleanly:
+        # A worker thread still inside a long step (a render, a map step of a large world):
+        # tearing the interpreter down under it can crash the process (SIGSEGV or SIGABRT in
+        # native code). Its work is moot now; leave without the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "COMPRESSED_FORMATS",
     "DEPTH_ENCODINGS",
     "SUPPORTED_ENCODINGS",
+    "compressed_image_size",
     "compressed_to_rgb",
     "depth_to_image",
     "image_to_depth_m",
@@ -328,17 +329,88 @@ def depth_to_image(depth_m: ArrayLike, header: Header | None = None) -> Image:
 # --------------------------------------------------------------------------------------------
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+# 0xC0-0xCF except DHT (0xC4), JPG (0xC8) and DAC (0xCC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# JPEG markers without a length field: TEM, RST0-7, SOI (EOI ends the scan).
+_JPEG_BARE = frozenset((0x01, *range(0xD0, 0xD9)))
+
+
+def _png_size(raw: bytes) -> tuple[int, int] | None:
+    # The IHDR chunk comes first: length (4), "IHDR", width (4, big-endian), height (4).
+    if len(raw) < 24 or raw[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
+def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    pos = 2  # after SOI
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            return None
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_BARE:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or start of scan before any frame header
+            return None
+        length = int.from_bytes(raw[pos + 2 : pos + 4], "big")
+        if marker in _JPEG_SOF:
+            # length (2), sample precision (1), height (2), width (2)
+            if pos + 9 > len(raw) or length < 7:
+                return None
+            height = int.from_bytes(raw[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(raw[pos + 7 : pos + 9], "big")
+            return (width, height) if height > 0 else None  # 0: the height comes later (DNL)
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def compressed_image_size(data: Any) -> tuple[int, int] | None:
+    """``(width, height)`` a PNG or JPEG declares in its header, read without decoding.
+
+    Reads the PNG ``IHDR`` chunk, or walks the JPEG markers to the first start-of-frame
+    header (only the headers' bytes are looked at).
+
+    Args:
+        data: The bytes of a ``CompressedImage`` (bytes, array.array, list or uint8 array).
+
+    Returns:
+        The declared size, or ``None`` for another format or a header too broken to read.
+    """
+    raw = _bytes_of(data)[: 1 << 20].tobytes()  # the headers come first; 1 MiB is plenty
+    if raw.startswith(_PNG_SIGNATURE):
+        return _png_size(raw)
+    if raw.startswith(b"\xff\xd8"):
+        return _jpeg_size(raw)
+    return None
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
     """Decode a JPEG or PNG ``sensor_msgs/CompressedImage``.
 
     The format string (``"jpeg"``, ``"png"``, ``"rgb8; jpeg compressed bgr8"``, ...) is not
     needed to decode: OpenCV reads the file signature. Image-transport payloads are BGR.
 
+    Args:
+        msg: The message.
+        max_pixels: When given, the size the PNG or JPEG header declares
+            (:func:`compressed_image_size`) must be at most this many pixels, checked before
+            decoding (so a small file that would decode to gigabytes is refused); data whose
+            size cannot be read from its header (other formats) is then refused too.
+
     Returns:
         ``(H, W, 3)`` uint8 RGB.
 
     Raises:
-        ValueError: Empty or undecodable data, or a ``compressedDepth`` payload.
+        ValueError: Empty or undecodable data, a ``compressedDepth`` payload, or a declared
+            size over ``max_pixels``.
     """
     if "compresseddepth" in msg.format.lower():
         raise ValueError(
@@ -348,6 +420,18 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     raw = _bytes_of(msg.data)
     if raw.size == 0:
         raise ValueError(f"CompressedImage (format {msg.format!r}) has no data")
+    if max_pixels is not None:
+        size = compressed_image_size(raw)
+        if size is None:
+            raise ValueError(
+                f"CompressedImage (format {msg.format!r}, {raw.size} bytes): no PNG or JPEG "
+                "header with the image size, so its decoded size cannot be checked"
+            )
+        if size[0] * size[1] > max_pixels:
+            raise ValueError(
+                f"CompressedImage declares {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+                f"more than max_input_pixels ({max_pixels})"
+            )
     problem = f"could not decode CompressedImage data ({raw.size} bytes, format {msg.format!r})"
     try:
         bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)

@@ -66,11 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         args.feed = "room"
     if args.feed is not None:
         args.world_source = FUSION
+    # The node saves world files into the output folder: its world_dir (service requests name
+    # files inside it, docs/security.md).
     overrides = ["-p", f"world_source:={args.world_source}"]
+    overrides += ["-p", f"world_dir:={args.out.resolve()}"]
     if args.feed == "stereo":  # the right camera is 0.19 m from the left one: a keyframe too
         overrides += ["-p", "keyframe_translation:=0.1"]
     if args.lyra_checkpoint:
         overrides += ["-p", f"lyra_checkpoint:={args.lyra_checkpoint}"]
+        if args.lyra_checkpoint != "shipped":  # the folder the user named is allowed
+            folder = Path(args.lyra_checkpoint).expanduser().resolve()
+            overrides += ["-p", f"checkpoint_dirs:=[{json.dumps(str(folder))}]"]
 
     env = isolated_ros_environment()
     os.environ.update(env)

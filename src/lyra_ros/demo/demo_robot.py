@@ -170,10 +170,11 @@ class DemoRobot(Node):
     def finished(self) -> bool:
         return self.step >= len(self.path) - 1
 
-    def save_world(self, path: Path, timeout: float = 30.0) -> str:
+    def save_world(self, name: str, timeout: float = 30.0) -> str:
+        """Ask the world node to save its world as ``name`` inside its ``world_dir``."""
         if not self.save_client.wait_for_service(timeout_sec=timeout):
             return "save_world service not available"
-        future = self.save_client.call_async(WorldFile.Request(path=str(path)))
+        future = self.save_client.call_async(WorldFile.Request(path=name))
         rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
         result = future.result()
         return result.message if result is not None else "save_world timed out"
@@ -223,7 +224,7 @@ def run(out_dir: Path, timeout: float = 150.0, path_seconds: float = 8.0) -> dic
         end = time.monotonic() + 1.0  # frames still in flight
         while time.monotonic() < end:
             rclpy.spin_once(robot, timeout_sec=0.05)
-        message = robot.save_world((out_dir / "world.ply").resolve())
+        message = robot.save_world("world.ply")  # inside the node's world_dir
         return robot.write_outputs(message, started)
     finally:
         robot.destroy_node()

@@ -266,10 +266,11 @@ class FeedRobot(Node):
             out.append((image_to_rgb(response.image), coverage))
         return out
 
-    def save_world(self, path: Path, timeout: float = 60.0) -> str:
+    def save_world(self, name: str, timeout: float = 60.0) -> str:
+        """Ask the world node to save its map as ``name`` inside its ``world_dir``."""
         if not self.save_client.wait_for_service(timeout_sec=timeout):
             return "save_world service not available"
-        future = self.save_client.call_async(WorldFile.Request(path=str(path)))
+        future = self.save_client.call_async(WorldFile.Request(path=name))
         self.spin_until(future.done, timeout, "save_world")
         return future.result().message
 
@@ -325,8 +326,8 @@ def run_feed(out_dir: Path, feed: Feed, timeout: float = 300.0) -> dict:
             robot.publish(frame)
         final_status = robot.wait_idle(len(feed.frames), timeout)
         after = robot.views()
-        ply = (out_dir / f"world_{feed.name}.ply").resolve()
-        message = robot.save_world(ply)
+        ply = out_dir / f"world_{feed.name}.ply"
+        message = robot.save_world(ply.name)  # inside the node's world_dir: out_dir
     finally:
         robot.destroy_node()
     first = feed.truth if feed.truth is not None else feed.inputs
