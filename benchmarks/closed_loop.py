@@ -176,9 +176,10 @@ def render_ms_in_process(
     device: torch.device,
     warmup: int,
     passes: int,
+    rasteriser: str = "auto",
 ) -> float:
     """Median ms of one render over ``passes`` passes over ``poses``, after ``warmup`` passes
-    (the first renders of a process are slower)."""
+    (the first renders of a process are slower), with the ``rasteriser`` backend."""
     cameras = [
         Cameras.from_intrinsics(torch.as_tensor(p, dtype=torch.float32)[None], intrinsics).to(
             device
@@ -191,7 +192,7 @@ def render_ms_in_process(
             sync(device)
             start = time.perf_counter()
             with torch.inference_mode():
-                render(world, cams, background=(0.0, 0.0, 0.0))
+                render(world, cams, background=(0.0, 0.0, 0.0), backend=rasteriser)
             sync(device)
             if timed:
                 times.append(time.perf_counter() - start)
@@ -310,6 +311,7 @@ def _start_node(
     device: str,
     mapping: bool,
     keyframe_translation: float,
+    rasteriser: str,
 ):
     from lyra_ros.demo.demo_robot import ROBOT_FRAME, WORLD_FRAME
 
@@ -341,7 +343,8 @@ def _start_node(
         world_node_command(config),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+        # The torch rows: the node renders with the pure-PyTorch rasteriser.
+        env=dict(os.environ) | ({"LYRA_NATIVE": "0"} if rasteriser == "torch" else {}),
     )
     log.close()
     return process
@@ -423,8 +426,11 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
-def measure_size(width: int, height: int, mapping: bool, context: dict, args) -> dict:
-    """One row: a fresh world node at this size (mapping or not), driven and timed from here."""
+def measure_size(
+    width: int, height: int, mapping: bool, rasteriser: str, context: dict, args
+) -> dict:
+    """One row: a fresh world node at this size (mapping or not, rendering with ``rasteriser``:
+    ``native`` or ``torch`` on the CPU, ``auto`` on CUDA), driven and timed from here."""
     from rclpy.executors import SingleThreadedExecutor
 
     from lyra_ros.demo.feed_robot import status_summary
@@ -437,11 +443,19 @@ def measure_size(width: int, height: int, mapping: bool, context: dict, args) ->
         context["device"],
         args.render_warmup,
         args.render_passes,
+        rasteriser,
     )
-    work = context["work"] / f"{width}x{height}_{'mapping' if mapping else 'static'}"
+    work = context["work"] / f"{width}x{height}_{'mapping' if mapping else 'static'}_{rasteriser}"
     work.mkdir()
     process = _start_node(
-        work, width, height, intrinsics, context["device"].type, mapping, args.keyframe_translation
+        work,
+        width,
+        height,
+        intrinsics,
+        context["device"].type,
+        mapping,
+        args.keyframe_translation,
+        rasteriser,
     )
     robot = _robot_node(context["feed_frames"], context["path"], args)
     executor = SingleThreadedExecutor()
@@ -514,6 +528,7 @@ def measure_size(width: int, height: int, mapping: bool, context: dict, args) ->
         "width": width,
         "height": height,
         "mapping": mapping,
+        "rasteriser": rasteriser,
         "map_work": map_work,
         "frames": len(latencies),
         "images": images,
@@ -537,23 +552,63 @@ def measure_size(width: int, height: int, mapping: bool, context: dict, args) ->
 
 
 def _comparison(rows: list[dict]) -> list[dict]:
-    """Per size: mapping row over static row (rate, p50 and p95 latency)."""
+    """Per size and rasteriser: mapping row over static row (rate, p50 and p95 latency)."""
     out = []
     for static in (r for r in rows if not r["mapping"]):
-        size = (static["width"], static["height"])
-        mapped = next((r for r in rows if r["mapping"] and (r["width"], r["height"]) == size), None)
+        case = (static["width"], static["height"], static["rasteriser"])
+        mapped = next(
+            (
+                r
+                for r in rows
+                if r["mapping"] and (r["width"], r["height"], r["rasteriser"]) == case
+            ),
+            None,
+        )
         if mapped is None:
             continue
         out.append(
             {
-                "width": size[0],
-                "height": size[1],
+                "width": case[0],
+                "height": case[1],
+                "rasteriser": case[2],
                 "rate_ratio": round(mapped["rate_hz"] / static["rate_hz"], 2),
                 "latency_p50_ratio": round(
                     mapped["latency_ms"]["p50"] / static["latency_ms"]["p50"], 2
                 ),
                 "latency_p95_ratio": round(
                     mapped["latency_ms"]["p95"] / static["latency_ms"]["p95"], 2
+                ),
+            }
+        )
+    return out
+
+
+def _rasteriser_comparison(rows: list[dict]) -> list[dict]:
+    """Per size and mapping mode: the torch rasteriser's row over the native one's."""
+    out = []
+    for native in (r for r in rows if r["rasteriser"] == "native"):
+        case = (native["width"], native["height"], native["mapping"])
+        twin = next(
+            (
+                r
+                for r in rows
+                if r["rasteriser"] == "torch" and (r["width"], r["height"], r["mapping"]) == case
+            ),
+            None,
+        )
+        if twin is None:
+            continue
+        out.append(
+            {
+                "width": case[0],
+                "height": case[1],
+                "mapping": case[2],
+                "rate_native_over_torch": round(native["rate_hz"] / twin["rate_hz"], 2),
+                "latency_p50_torch_over_native": round(
+                    twin["latency_ms"]["p50"] / native["latency_ms"]["p50"], 2
+                ),
+                "render_torch_over_native": round(
+                    twin["render_ms_in_process"] / native["render_ms_in_process"], 2
                 ),
             }
         )
@@ -593,11 +648,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
         rclpy.init()
         try:
-            for width, height in args.sizes:
-                for mapping in (False, True):
-                    row = measure_size(width, height, mapping, context, args)
-                    rows.append(row)
-                    print(_format_row(row), flush=True)
+            rasterisers = args.rasterisers if device.type == "cpu" else ["auto"]
+            for rasteriser in rasterisers:
+                for width, height in args.sizes:
+                    for mapping in (False, True):
+                        row = measure_size(width, height, mapping, rasteriser, context, args)
+                        rows.append(row)
+                        print(_format_row(row), flush=True)
         finally:
             rclpy.try_shutdown()
     return {
@@ -650,12 +707,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         },
         "rows": rows,
         "mapping_over_static": _comparison(rows),
+        "native_over_torch": _rasteriser_comparison(rows),
     }
 
 
 HEADER = (
-    f"{'size':>8} {'mapping':>7} {'frames':>6} {'rate Hz':>7} {'p50 ms':>7} {'p95 ms':>7} "
-    f"{'max ms':>7} {'fresh p50':>9} {'render ms':>9} {'p50/render':>10} {'input Hz':>8}"
+    f"{'size':>8} {'raster':>6} {'mapping':>7} {'frames':>6} {'rate Hz':>7} {'p50 ms':>7} "
+    f"{'p95 ms':>7} {'max ms':>7} {'fresh p50':>9} {'render ms':>9} {'p50/render':>10} "
+    f"{'input Hz':>8}"
 )
 
 
@@ -665,8 +724,9 @@ def _format_row(row: dict) -> str:
     fresh = f"{row['fresh_view_ms']['p50']:.1f}" if row["fresh_view_ms"] else "-"
     mapping = "on" if row["mapping"] else "off"
     return (
-        f"{size:>8} {mapping:>7} {row['frames']:>6} {row['rate_hz']:>7.1f} {lat['p50']:>7.1f} "
-        f"{lat['p95']:>7.1f} {lat['max']:>7.1f} {fresh:>9} {row['render_ms_in_process']:>9.1f} "
+        f"{size:>8} {row['rasteriser']:>6} {mapping:>7} {row['frames']:>6} "
+        f"{row['rate_hz']:>7.1f} {lat['p50']:>7.1f} {lat['p95']:>7.1f} {lat['max']:>7.1f} "
+        f"{fresh:>9} {row['render_ms_in_process']:>9.1f} "
         f"{row['latency_over_render']:>9.2f}x {row['input_rate_hz']:>8.1f}"
     )
 
@@ -688,6 +748,13 @@ def main() -> None:
     parser.add_argument("--render-warmup", type=int, default=2, help="baseline warm-up passes")
     parser.add_argument("--render-passes", type=int, default=2, help="baseline timed passes")
     parser.add_argument("--device", default="auto", help="render device: auto, cpu or cuda")
+    parser.add_argument(
+        "--rasterisers",
+        nargs="+",
+        default=["native", "torch"],
+        choices=["native", "torch"],
+        help="CPU rasterisers to measure, each a full set of rows (the torch rows: LYRA_NATIVE=0)",
+    )
     parser.add_argument(
         "--keyframe-translation",
         type=float,

@@ -54,7 +54,17 @@ STALE_LOCK_SECONDS = 600.0
 # multiply-adds, so float rounding follows the torch backend's; -fno-trapping-math lets the
 # compiler vectorise selects and float->int conversions (no effect on results). No -ffast-math:
 # the kernels rely on exact IEEE rounding.
-_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
+# -fopenmp: at::parallel_for is a header template whose OpenMP pragmas compile into this library
+# (without it every loop runs on one thread); libgomp.so.1 resolves to the one torch loaded.
+_CFLAGS = [
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-trapping-math",
+    "-fno-math-errno",
+    "-fopenmp",
+]
+_LDFLAGS = ["-fopenmp"]
 
 
 def _disabled() -> bool:
@@ -66,7 +76,8 @@ def build_directory() -> Path:
     root = os.environ.get(DIR_VARIABLE) or Path.home() / ".cache" / "lyra_ros" / "native"
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
-    for part in (*_CFLAGS, torch.__version__, sys.version, platform.machine(), _cpu_model()):
+    parts = (*_CFLAGS, *_LDFLAGS, torch.__version__, sys.version, platform.machine(), _cpu_model())
+    for part in parts:
         key.update(part.encode())
     return Path(root) / key.hexdigest()[:16]
 
@@ -139,11 +150,12 @@ def build(verbose: bool = False) -> Path:
     load(
         name=EXTENSION_NAME,
         sources=[str(SOURCE)],
-        extra_cflags=_CFLAGS,
+        extra_cflags=list(_CFLAGS),  # copies: torch's load appends to the lists it is given
+        extra_ldflags=list(_LDFLAGS),
         build_directory=str(folder),
         verbose=verbose,
     )
-    return library_path()
+    return folder / f"{EXTENSION_NAME}.so"
 
 
 class _ProjectFunction(torch.autograd.Function):

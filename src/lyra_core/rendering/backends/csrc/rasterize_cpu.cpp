@@ -448,8 +448,10 @@ std::vector<at::Tensor> bin_tiles_impl(const at::Tensor& means2d, const at::Tens
   std::vector<std::vector<int32_t>> thread_ids(num_threads);
   at::parallel_for(0, num_threads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      auto& keys = thread_keys[t];
-      auto& values = thread_ids[t];
+      // Local vectors, moved out at the end: push_back on neighbouring vector headers from two
+      // threads would share their cache line.
+      std::vector<uint64_t> keys;
+      std::vector<int32_t> values;
       for (int64_t idx = flat * t / num_threads; idx < flat * (t + 1) / num_threads; ++idx) {
         if (rad[idx * 2] <= 0 || rad[idx * 2 + 1] <= 0) continue;
         const float depth = float(dep[idx]);
@@ -463,6 +465,8 @@ std::vector<at::Tensor> bin_tiles_impl(const at::Tensor& means2d, const at::Tens
                            values.push_back(static_cast<int32_t>(idx));
                          });
       }
+      thread_keys[t] = std::move(keys);
+      thread_ids[t] = std::move(values);
     }
   });
   std::vector<uint64_t> keys;
