@@ -50,6 +50,9 @@ import torch
 
 from report import write_report
 
+ESCAPE_TARGET = Path(tempfile.gettempdir()) / "lyra_escape.ply"
+"""An absolute path outside the world folder that save_world must refuse."""
+
 NODE = "lyra_world_reliability"
 W, H = 640, 480
 CONFIG = f"""
@@ -291,7 +294,7 @@ def bad_input_classes(peer: Peer, worlds: Path, scratch: Path) -> list[tuple[str
     ready = {2}  # the world stays
     waiting, error = {0}, {3}  # no world: still waiting; or the build from it failed
     return [
-        ("save_world: absolute path", refused("save_world", "/tmp/lyra_escape.ply", "absolute")),
+        ("save_world: absolute path", refused("save_world", str(ESCAPE_TARGET), "absolute")),
         ("save_world: ~/.bashrc", refused("save_world", "~/.bashrc", "absolute")),
         ("save_world: '..' out of world_dir", refused("save_world", "../escape.ply", "'..'")),
         ("save_world: symlink out of world_dir", refused("save_world", "link/x.ply", "symbolic")),
@@ -488,8 +491,7 @@ def run(args: argparse.Namespace) -> dict:
             "classes": len(rows),
             "handled": sum(r["handled"] for r in rows),
             "crashes": int(process.poll() is not None),
-            "files_outside_world_dir_untouched": outside_intact
-            and not Path("/tmp/lyra_escape.ply").exists(),
+            "files_outside_world_dir_untouched": outside_intact and not ESCAPE_TARGET.exists(),
             "rows": rows,
         }
 

@@ -9,6 +9,7 @@ reach the map and the simulated camera too; count and time are bounded (~30-60 s
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +57,7 @@ CONFIG = f"""
         rate: 10.0
         topic: fuzz/cam/image
 """
-OUTSIDE = (Path("/tmp/lyra_fuzz_outside.ply"), Path.home() / "lyra_fuzz.ply")
+OUTSIDE = (Path(tempfile.gettempdir()) / "lyra_fuzz_outside.ply", Path.home() / "lyra_fuzz.ply")
 """Paths the fuzzer's save requests name outside the world folder: never written."""
 
 RSS_GROWTH_LIMIT = 300 * 2**20

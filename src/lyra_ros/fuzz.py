@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -214,7 +216,7 @@ class MessageFuzzer:
                 "fuzz.ply",
                 "sub/fuzz.ply",
                 "../fuzz.ply",
-                "/tmp/lyra_fuzz_outside.ply",
+                str(Path(tempfile.gettempdir()) / "lyra_fuzz_outside.ply"),
                 "~/lyra_fuzz.ply",
                 ".",
                 "a/../../b.ply",
