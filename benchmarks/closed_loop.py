@@ -551,68 +551,51 @@ def measure_size(
     }
 
 
+def _pairs(rows: list[dict], field: str, base, other):
+    """(base row, other row) pairs of rows equal in everything measured-over but ``field``,
+    where ``field`` is ``base`` in the first and ``other`` in the second."""
+    case_fields = [k for k in ("width", "height", "rasteriser", "mapping") if k != field]
+    for first in (r for r in rows if r[field] == base):
+        case = [first[k] for k in case_fields]
+        twin = next(
+            (r for r in rows if r[field] == other and [r[k] for k in case_fields] == case), None
+        )
+        if twin is not None:
+            yield dict(zip(case_fields, case, strict=True)), first, twin
+
+
 def _comparison(rows: list[dict]) -> list[dict]:
     """Per size and rasteriser: mapping row over static row (rate, p50 and p95 latency)."""
-    out = []
-    for static in (r for r in rows if not r["mapping"]):
-        case = (static["width"], static["height"], static["rasteriser"])
-        mapped = next(
-            (
-                r
-                for r in rows
-                if r["mapping"] and (r["width"], r["height"], r["rasteriser"]) == case
-            ),
-            None,
-        )
-        if mapped is None:
-            continue
-        out.append(
-            {
-                "width": case[0],
-                "height": case[1],
-                "rasteriser": case[2],
-                "rate_ratio": round(mapped["rate_hz"] / static["rate_hz"], 2),
-                "latency_p50_ratio": round(
-                    mapped["latency_ms"]["p50"] / static["latency_ms"]["p50"], 2
-                ),
-                "latency_p95_ratio": round(
-                    mapped["latency_ms"]["p95"] / static["latency_ms"]["p95"], 2
-                ),
-            }
-        )
-    return out
+
+    def ratio(mapped: dict, static: dict, quantile: str) -> float:
+        return round(mapped["latency_ms"][quantile] / static["latency_ms"][quantile], 2)
+
+    return [
+        case
+        | {
+            "rate_ratio": round(mapped["rate_hz"] / static["rate_hz"], 2),
+            "latency_p50_ratio": ratio(mapped, static, "p50"),
+            "latency_p95_ratio": ratio(mapped, static, "p95"),
+        }
+        for case, static, mapped in _pairs(rows, "mapping", False, True)
+    ]
 
 
 def _rasteriser_comparison(rows: list[dict]) -> list[dict]:
     """Per size and mapping mode: the torch rasteriser's row over the native one's."""
-    out = []
-    for native in (r for r in rows if r["rasteriser"] == "native"):
-        case = (native["width"], native["height"], native["mapping"])
-        twin = next(
-            (
-                r
-                for r in rows
-                if r["rasteriser"] == "torch" and (r["width"], r["height"], r["mapping"]) == case
+    return [
+        case
+        | {
+            "rate_native_over_torch": round(native["rate_hz"] / twin["rate_hz"], 2),
+            "latency_p50_torch_over_native": round(
+                twin["latency_ms"]["p50"] / native["latency_ms"]["p50"], 2
             ),
-            None,
-        )
-        if twin is None:
-            continue
-        out.append(
-            {
-                "width": case[0],
-                "height": case[1],
-                "mapping": case[2],
-                "rate_native_over_torch": round(native["rate_hz"] / twin["rate_hz"], 2),
-                "latency_p50_torch_over_native": round(
-                    twin["latency_ms"]["p50"] / native["latency_ms"]["p50"], 2
-                ),
-                "render_torch_over_native": round(
-                    twin["render_ms_in_process"] / native["render_ms_in_process"], 2
-                ),
-            }
-        )
-    return out
+            "render_torch_over_native": round(
+                twin["render_ms_in_process"] / native["render_ms_in_process"], 2
+            ),
+        }
+        for case, native, twin in _pairs(rows, "rasteriser", "native", "torch")
+    ]
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:

@@ -370,6 +370,11 @@ inline T min_quadratic_over_box(T u0, T v0, T u1, T v1, T a, T b, T c) {
 
 struct TileGrid {
   int64_t tiles_x, tiles_y, tile_size;
+
+  // The tiles covering a width x height image (edge tiles padded).
+  static TileGrid covering(int64_t width, int64_t height, int64_t tile_size) {
+    return {(width + tile_size - 1) / tile_size, (height + tile_size - 1) / tile_size, tile_size};
+  }
 };
 
 // Visits the tiles of a Gaussian's opacity-aware bounding box where its alpha reaches 1/255 at
@@ -863,17 +868,6 @@ void rasterize_backward_impl(const at::Tensor& means2d, const at::Tensor& conics
   });
 }
 
-std::vector<at::Tensor> bin_tiles(const at::Tensor& means2d, const at::Tensor& conics,
-                                  const at::Tensor& depths, const at::Tensor& radii,
-                                  const at::Tensor& opacities, int64_t width, int64_t height,
-                                  int64_t tile_size) {
-  const TileGrid grid{(width + tile_size - 1) / tile_size, (height + tile_size - 1) / tile_size,
-                      tile_size};
-  std::vector<at::Tensor> binned;
-  binned = bin_tiles_impl<float>(means2d, conics, depths, radii, opacities, grid);
-  return binned;
-}
-
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& features, const at::Tensor& opacities,
                                           const at::Tensor& depths, const at::Tensor& radii,
@@ -883,8 +877,7 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
   TORCH_CHECK(means2d.size(0) * means2d.size(1) < (int64_t(1) << 31),
               "cameras x Gaussians must stay below 2^31");
   const int64_t num_cams = means2d.size(0), dim = features.size(2);
-  const TileGrid grid{(width + tile_size - 1) / tile_size, (height + tile_size - 1) / tile_size,
-                      tile_size};
+  const TileGrid grid = TileGrid::covering(width, height, tile_size);
   auto opts = means2d.options();
   at::Tensor accumulated = at::empty({num_cams, height, width, dim}, opts);
   at::Tensor transmittance = at::empty({num_cams, height, width}, opts);
@@ -905,8 +898,7 @@ std::vector<at::Tensor> rasterize_backward(
   check_inputs({&means2d, &conics, &features, &opacities, &transmittance, &v_accumulated,
                 &v_transmittance});
   const int64_t num_cams = means2d.size(0), num_gauss = means2d.size(1);
-  const TileGrid grid{(width + tile_size - 1) / tile_size, (height + tile_size - 1) / tile_size,
-                      tile_size};
+  const TileGrid grid = TileGrid::covering(width, height, tile_size);
   at::Tensor v_means2d = at::empty_like(means2d);
   at::Tensor v_conics = at::empty_like(conics);
   at::Tensor v_features = at::empty_like(features);
@@ -924,7 +916,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Lyra ROS native CPU Gaussian rasteriser (projection and compositing, fwd + bwd)";
   m.def("project_forward", &project_forward);
   m.def("project_backward", &project_backward);
-  m.def("bin_tiles", &bin_tiles);
   m.def("rasterize_forward", &rasterize_forward);
   m.def("rasterize_backward", &rasterize_backward);
 }
