@@ -6,7 +6,7 @@ import torch
 
 from lyra_core.scene.gaussians import Gaussians
 
-FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
+FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times", "durations")
 
 
 def make_scene(
@@ -25,6 +25,7 @@ def make_scene(
         opacity_logits=randn(n),
         sh=randn(n, (sh_degree + 1) ** 2, 3),
         times=randn(n) if with_times else None,
+        durations=randn(n).exp() if with_times else None,
     )
 
 

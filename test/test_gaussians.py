@@ -20,7 +20,10 @@ def test_from_activated_properties_return_activations() -> None:
     opacities = torch.rand(n, generator=gen) * 0.98 + 0.01
     colors = torch.rand(n, 3, generator=gen)
     times = torch.linspace(0.0, 2.0, n)
-    g = Gaussians.from_activated(means, quats, scales, opacities, colors, times=times)
+    durations = torch.full((n,), 0.5)
+    g = Gaussians.from_activated(
+        means, quats, scales, opacities, colors, times=times, durations=durations
+    )
     assert g.sh_degree == 0
     assert len(g) == g.num_gaussians == n
     torch.testing.assert_close(g.scales, scales)
@@ -30,6 +33,7 @@ def test_from_activated_properties_return_activations() -> None:
     assert torch.equal(g.means, means)
     assert torch.equal(g.quats, quats)
     assert torch.equal(g.times, times)
+    assert torch.equal(g.durations, durations)
 
 
 def test_from_activated_sh_colors_stored_as_given() -> None:
@@ -126,7 +130,7 @@ def test_validate_is_not_run_on_construction() -> None:
     Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh)  # no error
 
 
-@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("field", [f for f in FIELDS if f != "durations"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_validate_names_non_finite_field(field: str, bad: float) -> None:
     g = make_scene(with_times=True)
@@ -155,7 +159,7 @@ def test_properties_and_nbytes() -> None:
     assert g.dtype == torch.float32
     # (3 + 4 + 3 + 1 + 4 * 3) floats per Gaussian, 4 bytes each.
     assert g.nbytes == 10 * 23 * 4
-    assert make_scene(n=10, sh_degree=1, with_times=True).nbytes == 10 * 24 * 4
+    assert make_scene(n=10, sh_degree=1, with_times=True).nbytes == 10 * 25 * 4
     assert g.to(dtype=torch.float64).nbytes == 10 * 23 * 8
 
 

@@ -30,7 +30,7 @@ def standard_names(sh_degree: int, with_times: bool = False) -> list[str]:
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(n_rest)]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    return [*names, "time"] if with_times else names
+    return [*names, "time", "duration"] if with_times else names
 
 
 def header_lines(path: Path) -> list[str]:

@@ -7,6 +7,10 @@
     lyra eval --student hybrid=FOLDER --student all_transformer=FOLDER     # held-out metrics
     lyra fit DATA --out RUN                                               # a world from a capture
     lyra world --image IMG --depth D --intrinsics fx,fy,cx,cy --out W.ply  # one frame to a world
+    lyra import-teacher model.pt --out FOLDER                             # GEN3C's transformer
+    lyra teacher encode-text --t5 FOLDER --out FILE                       # prompt embeddings
+    lyra generate --teacher gen3c --images DIR --out DATA                  # teacher-made data
+    lyra eval-views --format re10k DATA --student FOLDER --out DIR         # benchmark protocol
     lyra demo                                                             # the core demo
 
 ``lyra COMMAND --help`` describes each command's options; ``python -m lyra_core.cli`` is the
@@ -43,6 +47,15 @@ COMMANDS = {
     "import-checkpoint": (
         "lyra_core.models.lyra1_checkpoint",
         "convert Lyra-1's released decoder (.pt) into a decoder folder",
+    ),
+    "import-teacher": (
+        "lyra_core.models.gen3c_checkpoint",
+        "convert GEN3C's released model.pt into a diffusers transformer folder",
+    ),
+    "teacher": ("lyra_core.cli.teacher", "teacher tools (encode-text: the constant T5 embeddings)"),
+    "eval-views": (
+        "lyra_core.evaluation.eval_views",
+        "single-view protocol of RealEstate10K / DL3DV / transforms.json captures",
     ),
 }
 """``lyra`` subcommand -> (module with ``main(argv) -> int``, one-line summary)."""

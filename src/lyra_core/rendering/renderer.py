@@ -40,7 +40,7 @@ from lyra_core.rendering.backends.reference import rasterize_reference
 from lyra_core.rendering.backends.tiles import rasterize_tiles
 from lyra_core.rendering.projection import corner_based_Ks, project_gaussians
 from lyra_core.rendering.spherical_harmonics import sh_to_rgb
-from lyra_core.scene.gaussians import Gaussians
+from lyra_core.scene.gaussians import Gaussians, TimeMode
 from lyra_core.utils.checks import check_finite
 
 Backend = Literal["auto", "gsplat", "native", "torch", "reference"]
@@ -93,6 +93,8 @@ def render(
     eps2d: float = 0.3,
     tile_size: int | None = None,
     chunk_size: int = 32,
+    time: float | None = None,
+    time_mode: TimeMode = "step",
 ) -> RenderOutput:
     """Render a scene from a batch of cameras to RGB, alpha and expected depth.
 
@@ -109,12 +111,22 @@ def render(
         tile_size: tile edge in pixels; default 16 for gsplat and native, 8 for torch (each the
             fastest on its device).
         chunk_size: Gaussians per tile per step of the torch backend.
+        time: world time, seconds, at which a 4D world (``gaussians.times`` set) is rendered
+            (:meth:`Gaussians.at_time`: clamped into the world's time range); required for
+            a 4D world, ignored for a 3D one.
+        time_mode: ``"step"`` or ``"blend"`` (:meth:`Gaussians.at_time`).
 
     Raises:
         ValueError: non-finite or malformed scene, cameras, background or planes (the message
             names the field), or a backend that cannot run here.
     """
     gaussians.validate()
+    if gaussians.times is not None:
+        if time is None:
+            raise ValueError("a 4D world (Gaussians with times) needs time= (seconds) to render")
+        gaussians = gaussians.at_time(time, time_mode)
+    elif time is not None:
+        gaussians.at_time(time, time_mode)  # the same checks of time and mode as a 4D world
     _check_planes(near, far)
     _check_tiling(tile_size, chunk_size)
     bg = _background_tensor(background, cameras.Ks)

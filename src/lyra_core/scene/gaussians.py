@@ -3,14 +3,32 @@
 The fields are stored exactly as 3DGS, gsplat's trainer and the standard splat PLY
 format store them (log scales, opacity logits, SH coefficients), so that a PLY round trip
 is bit-exact. The activated values (scales, opacities, RGB colours) are properties.
+
+Time (4D worlds). A scene without ``times`` is a static 3D world. A 4D world gives every
+Gaussian a time ``times[i]`` and a temporal extent ``durations[i]`` (seconds, ``> 0``,
+``+inf`` for a static Gaussian, present at every time). World time runs over
+:attr:`Gaussians.time_range`, the smallest and largest time of the Gaussians of finite
+duration; a wanted time outside it is clamped into it, so the first and last states hold.
+At world time ``t`` (:meth:`Gaussians.at_time`):
+
+- ``"step"`` (default): Gaussian ``i`` is present iff ``-d/2 <= t - times[i] < d/2``
+  (``d = durations[i]``), unchanged otherwise;
+- ``"blend"``: Gaussian ``i``'s opacity is scaled by ``max(0, 1 - |t - times[i]| / d)``.
+
+Lyra's bullet-time output, a complete Gaussian set per wanted time, is a stack of such
+time slices (:meth:`Gaussians.from_time_slices`): with uniformly spaced slice times and
+``d`` the spacing, "step" shows the nearest slice and "blend" cross-fades the two nearest
+(their weights sum to one).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -25,6 +43,7 @@ __all__ = [
     "SH_C0",
     "Gaussians",
     "InvalidGaussians",
+    "TimeMode",
     "num_sh_coeffs",
 ]
 
@@ -45,7 +64,9 @@ LOG_SCALE_MAX = 0.5 * math.log(torch.finfo(torch.float32).max)
 
 MAX_SH_DEGREE = 3
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times")
+_FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh", "times", "durations")
+_TIME_FIELDS = ("times", "durations")
+TimeMode = Literal["step", "blend"]
 
 Index = int | slice | Tensor | Sequence[int]
 BoxCorner = Tensor | Sequence[float]
@@ -114,7 +135,9 @@ class Gaussians:
         opacity_logits: ``(N,)`` logit of the opacity in ``(0, 1)``.
         sh: ``(N, K, 3)`` spherical-harmonic colour coefficients with ``K = (degree + 1)**2``
             and ``degree <= 3``; ``sh[:, 0]`` is the DC term, ``rgb = 0.5 + SH_C0 * sh[:, 0]``.
-        times: optional ``(N,)`` per-Gaussian time for 4D worlds, seconds.
+        times: optional ``(N,)`` per-Gaussian time for 4D worlds, seconds (finite).
+        durations: ``(N,)`` temporal extent of each Gaussian, seconds, ``> 0`` or ``+inf``
+            (static); set exactly when ``times`` is (module docstring: the semantics).
     """
 
     means: Tensor
@@ -123,11 +146,12 @@ class Gaussians:
     opacity_logits: Tensor
     sh: Tensor
     times: Tensor | None = None
+    durations: Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in _FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, Tensor) and not (name == "times" and value is None):
+            if not isinstance(value, Tensor) and not (name in _TIME_FIELDS and value is None):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         check_shape("means", self.means, (None, 3))
         n = self.means.shape[0]
@@ -141,8 +165,13 @@ class Gaussians:
                 "sh must have K = (degree + 1)**2 coefficients with degree <= "
                 f"{MAX_SH_DEGREE} (K in 1, 4, 9, 16), got K={k}"
             )
+        if (self.times is None) != (self.durations is None):
+            raise ValueError(
+                "times and durations must be given together (a 4D world) or not at all"
+            )
         if self.times is not None:
             check_shape("times", self.times, (n,))
+            check_shape("durations", self.durations, (n,))
         if self.means.dtype not in _FLOAT_DTYPES:
             raise ValueError(
                 f"means must have a floating dtype in {_FLOAT_DTYPES}, got {self.means.dtype}"
@@ -190,6 +219,13 @@ class Gaussians:
             return None
         for name, value in self._tensors().items():
             rows = value.detach().reshape(n, -1)
+            if name == "durations":
+                # +inf is a static Gaussian; NaN, -inf and non-positive extents are not.
+                bad = torch.isnan(rows) | (rows <= 0)
+                if bool(bad.any()):
+                    reason = f"contains {int(bad.sum())} value(s) that are NaN or <= 0"
+                    return _first_bad(name, reason, bad)
+                continue
             # Fast path (renders check every call): one reduction, no temporaries. A NaN or inf
             # makes the sum non-finite; so may an overflow of finite values, then the exact
             # test decides.
@@ -290,6 +326,7 @@ class Gaussians:
         opacities: Tensor,
         colors: Tensor,
         times: Tensor | None = None,
+        durations: Tensor | None = None,
     ) -> Gaussians:
         """Build a scene from activated values.
 
@@ -303,6 +340,7 @@ class Gaussians:
             colors: ``(N, 3)`` RGB in ``[0, 1]`` (stored as the SH DC term, degree 0) or
                 ``(N, K, 3)`` SH coefficients stored as given.
             times: optional ``(N,)`` per-Gaussian time, seconds.
+            durations: ``(N,)`` temporal extents, seconds; given exactly when ``times`` is.
 
         Raises:
             ValueError: on bad shapes or non-positive scales.
@@ -332,6 +370,7 @@ class Gaussians:
             opacity_logits=opacity_logits.to(opacities.dtype),
             sh=sh.to(colors.dtype),
             times=times,
+            durations=durations,
         )
 
     @classmethod
@@ -342,7 +381,8 @@ class Gaussians:
         dtype: torch.dtype = torch.float32,
         with_times: bool = False,
     ) -> Gaussians:
-        """A scene with ``N = 0`` Gaussians of the given SH degree, device and dtype."""
+        """A scene with ``N = 0`` Gaussians of the given SH degree, device and dtype
+        (with empty ``times`` and ``durations`` when ``with_times``)."""
         _check_sh_degree("sh_degree", sh_degree)
 
         def zeros(*shape: int) -> Tensor:
@@ -355,6 +395,7 @@ class Gaussians:
             opacity_logits=zeros(0),
             sh=zeros(0, num_sh_coeffs(sh_degree), 3),
             times=zeros(0) if with_times else None,
+            durations=zeros(0) if with_times else None,
         )
 
     @classmethod
@@ -362,7 +403,7 @@ class Gaussians:
         """Concatenate scenes along ``N``.
 
         Scenes of lower SH degree are zero-padded to the highest degree. All scenes must
-        share device and dtype, and either all or none must have ``times``.
+        share device and dtype, and either all or none must have ``times`` (4D).
 
         Raises:
             ValueError: for an empty sequence, mixed ``times``, or mixed device/dtype.
@@ -384,6 +425,61 @@ class Gaussians:
         scenes = [s.with_sh_degree(degree) for s in scenes]
         fields = first._tensors().keys()
         return cls(**{name: torch.cat([getattr(s, name) for s in scenes]) for name in fields})
+
+    @classmethod
+    def from_time_slices(
+        cls,
+        slices: Sequence[Gaussians],
+        times: Sequence[float],
+        static: Gaussians | None = None,
+    ) -> Gaussians:
+        """A 4D world from time slices (a complete Gaussian set per time, Lyra's bullet-time
+        output) and optional static Gaussians present at every time.
+
+        Args:
+            slices: ``S >= 1`` 3D scenes; slice ``k`` is the world at ``times[k]``.
+            times: ``(S,)`` strictly increasing finite times, seconds.
+            static: optional 3D scene present at every time (``durations = +inf``).
+
+        Slice ``k`` lasts ``(times[k+1] - times[k-1]) / 2`` (the one-sided gap at the ends),
+        so uniformly spaced slices tile time exactly; a single slice lasts ``+inf``.
+
+        Raises:
+            ValueError: on an empty or mismatched list, unsorted or non-finite times, or a
+                slice or static scene that already has ``times``.
+        """
+        slices = list(slices)
+        stamps = [float(t) for t in times]
+        if not slices or len(slices) != len(stamps):
+            raise ValueError(
+                f"from_time_slices needs one time per slice and at least one slice, got "
+                f"{len(slices)} slice(s) and {len(stamps)} time(s)"
+            )
+        if not all(math.isfinite(t) for t in stamps) or any(
+            b <= a for a, b in itertools.pairwise(stamps)
+        ):
+            raise ValueError(f"slice times must be finite and strictly increasing, got {stamps}")
+        parts = [*slices, *([] if static is None else [static])]
+        if any(part.times is not None for part in parts):
+            raise ValueError("from_time_slices takes 3D scenes (without times)")
+        if len(stamps) == 1:
+            extents = [math.inf]
+        else:
+            gaps = [b - a for a, b in itertools.pairwise(stamps)]
+            extents = [
+                (left + right) / 2
+                for left, right in zip([gaps[0], *gaps], [*gaps, gaps[-1]], strict=True)
+            ]
+        spans = list(zip(stamps, extents, strict=True))
+        if static is not None:
+            spans.append((stamps[0], math.inf))
+        timed = []
+        for part, (t, d) in zip(parts, spans, strict=True):
+            fields = part._tensors()
+            fields["times"] = torch.full_like(part.opacity_logits, t)
+            fields["durations"] = torch.full_like(part.opacity_logits, d)
+            timed.append(cls(**fields))
+        return cls.cat(timed)
 
     # ------------------------------------------------------------------ transforms
 
@@ -431,6 +527,52 @@ class Gaussians:
                     f"got a {index.dtype} tensor of shape {tuple(index.shape)}"
                 )
         return self._map(lambda t: t[index])
+
+    @property
+    def time_range(self) -> tuple[float, float] | None:
+        """``(first, last)`` time of the Gaussians of finite duration, seconds; ``None`` for a
+        3D world or one whose Gaussians are all static."""
+        if self.times is None:
+            return None
+        timed = torch.isfinite(self.durations)
+        if not bool(timed.any()):
+            return None
+        times = self.times.detach()[timed]
+        return float(times.min()), float(times.max())
+
+    def at_time(self, time: float, mode: TimeMode = "step") -> Gaussians:
+        """The 3D world at world time ``time`` (seconds), without ``times``/``durations``.
+
+        ``time`` is clamped into :attr:`time_range`. ``"step"`` keeps the Gaussians present
+        at that time; ``"blend"`` keeps those of non-zero weight and scales their opacities
+        by the weight (differentiable in every field). A 3D world is returned unchanged.
+        See the module docstring for the semantics.
+
+        Raises:
+            ValueError: for a non-finite ``time`` or an unknown ``mode``.
+        """
+        if mode not in ("step", "blend"):
+            raise ValueError(f"time mode must be 'step' or 'blend', got {mode!r}")
+        if isinstance(time, bool) or not isinstance(time, numbers.Real) or not math.isfinite(time):
+            raise ValueError(f"time must be a finite number of seconds, got {time!r}")
+        if self.times is None:
+            return self
+        span = self.time_range
+        t = float(time) if span is None else min(max(float(time), span[0]), span[1])
+        offset = t - self.times
+        fields = {name: v for name, v in self._tensors().items() if name not in _TIME_FIELDS}
+        if mode == "step":
+            half = 0.5 * self.durations
+            keep = (offset >= -half) & (offset < half)
+            return type(self)(**{name: v[keep] for name, v in fields.items()})
+        weight = (1.0 - offset.abs() / self.durations).clamp_min(0.0)
+        keep = weight > 0
+        fields = {name: v[keep] for name, v in fields.items()}
+        work = _compute_dtype(self.dtype)
+        opacity = torch.sigmoid(fields["opacity_logits"].to(work)) * weight[keep].to(work)
+        eps = OPACITY_EPS
+        fields["opacity_logits"] = torch.logit(opacity.clamp(eps, 1 - eps)).to(self.dtype)
+        return type(self)(**fields)
 
     def prune_by_opacity(self, ratio: float) -> Gaussians:
         """Drop the least opaque fraction ``ratio`` of the Gaussians.

@@ -3,12 +3,15 @@
 The layout is the one written by the graphdeco 3DGS code and gsplat, which common splat
 viewers open: ``binary_little_endian 1.0``, one ``vertex`` element with float32 properties
 
-``x y z nx ny nz f_dc_0..2 f_rest_0..f_rest_{3(K-1)-1} opacity scale_0..2 rot_0..3 [time]``
+``x y z nx ny nz f_dc_0..2 f_rest_0..f_rest_{3(K-1)-1} opacity scale_0..2 rot_0..3
+[time duration]``
 
 holding the raw parameters: ``opacity`` is the logit, ``scale_i`` the log scale, ``rot`` the
 ``(w, x, y, z)`` quaternion, ``f_dc`` the DC SH term and ``f_rest`` the higher SH terms in
 channel-major order (all red coefficients, then green, then blue). Normals are written as 0
-and ignored on read. The optional trailing ``time`` property holds per-Gaussian time (4D).
+and ignored on read. The optional trailing ``time`` and ``duration`` properties (together or
+not at all) hold each Gaussian's time and temporal extent in seconds (4D worlds; ``duration``
+may be ``inf``, a static Gaussian); 3D files have neither.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ StrPath = str | os.PathLike[str]
 _VERTEX = "vertex"
 _NORMALS = ("nx", "ny", "nz")
 _TIME = "time"
+_DURATION = "duration"
 # Parameters without f_rest, in file order; f_rest_* go between f_dc_2 and opacity.
 _HEAD = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2")
 _TAIL = ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
@@ -68,7 +72,7 @@ def _rest_names(sh_degree: int) -> list[str]:
 def _property_names(sh_degree: int, with_times: bool) -> list[str]:
     """All vertex property names written by :func:`write_ply`, in file order."""
     names = [*_HEAD[:3], *_NORMALS, *_HEAD[3:], *_rest_names(sh_degree), *_TAIL]
-    return [*names, _TIME] if with_times else names
+    return [*names, _TIME, _DURATION] if with_times else names
 
 
 def _sh_names(sh_degree: int) -> list[str]:
@@ -96,6 +100,7 @@ def _field_names(sh_degree: int, with_times: bool) -> dict[str, list[str]]:
     }
     if with_times:
         fields["times"] = [_TIME]
+        fields["durations"] = [_DURATION]
     return fields
 
 
@@ -116,7 +121,7 @@ def _vertex_array(gaussians: Gaussians) -> np.ndarray:
     normals = g.means.new_zeros(n, len(_NORMALS))
     blocks = [g.means, normals, g.sh[:, 0], rest, g.opacity_logits[:, None], g.log_scales, g.quats]
     if g.times is not None:
-        blocks.append(g.times[:, None])
+        blocks += [g.times[:, None], g.durations[:, None]]
     table = torch.cat([_to_cpu_float32(b) for b in blocks], dim=1).numpy()
     names = _property_names(g.sh_degree, g.times is not None)
     record = np.dtype([(name, "<f4") for name in names])
@@ -178,6 +183,11 @@ def _check_properties(path: Path, vertex: PlyElement) -> tuple[int, bool]:
         raise PlyFormatError(f"{path}: missing required vertex properties: {', '.join(missing)}")
     degree = _sh_degree(path, list(props))
     has_time = _TIME in props
+    if has_time != (_DURATION in props):
+        raise PlyFormatError(
+            f"{path}: a 4D PLY needs both the 'time' and 'duration' vertex properties, "
+            f"got only {_TIME if has_time else _DURATION!r}"
+        )
     used = [name for names in _field_names(degree, has_time).values() for name in names]
     lists = [name for name in used if isinstance(props[name], PlyListProperty)]
     if lists:
@@ -312,7 +322,8 @@ def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussia
     Accepts binary (either endianness) and ASCII files. Unknown properties (normals,
     colours, ...) and other elements are ignored. Requires ``x y z``, ``f_dc_0..2``,
     ``opacity``, ``scale_0..2`` and ``rot_0..3``; the SH degree follows from the number of
-    ``f_rest_*`` properties (0, 9, 24 or 45); a ``time`` property fills ``times``.
+    ``f_rest_*`` properties (0, 9, 24 or 45); ``time`` and ``duration`` properties fill
+    ``times`` and ``durations`` (4D).
 
     The Gaussians read must pass :meth:`Gaussians.validate` (finite values, quaternions that
     can be normalised, scales whose square fits in float32): one bad vertex would make every
@@ -343,6 +354,7 @@ def read_ply(path: StrPath, device: torch.device | str | None = None) -> Gaussia
         opacity_logits=fields["opacity_logits"].reshape(n),
         sh=fields["sh"].reshape(n, num_sh_coeffs(degree), 3),
         times=fields["times"].reshape(n) if has_time else None,
+        durations=fields["durations"].reshape(n) if has_time else None,
     )
     invalid = gaussians.find_invalid()
     if invalid is not None:
