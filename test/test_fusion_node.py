@@ -550,6 +550,34 @@ def test_frames_without_a_pose_at_their_stamp_are_skipped_and_counted(fusion, fr
     assert state["process"].poll() is None
 
 
+def test_an_image_pairs_only_with_a_depth_image_near_its_stamp(fusion, frames):
+    robot, state = fusion
+    before = robot.wait_status(lambda s: True, what="a status")
+    rgb, depth, pose = frames["drive"][5]
+    now = robot.node.get_clock().now()
+    header = Image().header
+    header.frame_id, header.stamp = CAMERA_FRAME, now.to_msg()
+    robot.publish_tf(pose, header.stamp)
+    robot.info_pub.publish(intrinsics_to_camera_info(INTR, header))
+    stale = Image().header
+    stale.frame_id = CAMERA_FRAME
+    stale.stamp = (now - rclpy.duration.Duration(seconds=0.5)).to_msg()
+    robot.depth_pub.publish(depth_to_image(depth, stale))  # 0.5 s off: beyond the tolerance
+    robot.image_pub.publish(numpy_to_image(rgb, "rgb8", header))
+    robot.spin_for(1.0)
+    status = robot.status
+    assert status.frames_integrated == before.frames_integrated
+    assert status.frames_skipped == before.frames_skipped
+    near = Image().header
+    near.frame_id = CAMERA_FRAME
+    near.stamp = (now + rclpy.duration.Duration(seconds=0.01)).to_msg()  # within 0.02 s
+    robot.depth_pub.publish(depth_to_image(depth, near))
+    robot.wait_status(
+        lambda s: s.frames_integrated == before.frames_integrated + 1, what="the paired frame"
+    )
+    assert state["process"].poll() is None
+
+
 def test_save_world_writes_the_map(fusion):
     robot, state = fusion
     path = state["worlds"] / "map.ply"

@@ -56,6 +56,7 @@ lyra_world:
   ros__parameters:
     world_frame: map
     depth_stride: 1
+    fill_border: 0  # every test frame is flat: exactly one Gaussian per pixel
     point_cloud_max_points: 1000
     max_render_pixels: 1000000
     cameras: [cam, ghost]

@@ -45,7 +45,8 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from lyra_core.geometry.cameras import Intrinsics
 from lyra_core.mapping.gaussian_map import MapConfig
-from lyra_core.mapping.world_builder import WORLD_SOURCES, BuildOptions
+from lyra_core.mapping.world_builder import FILL_BORDER, WORLD_SOURCES, BuildOptions
+from lyra_core.scene.rgbd import ORIENTATIONS
 from lyra_core.utils.errors import LyraError
 from lyra_ros.mapping_worker import MappingSettings
 from lyra_ros.paths import PathRefusedError, WorldFiles, check_checkpoint
@@ -117,6 +118,7 @@ class WorldParameters:
     mapping: MappingParameters
     files: WorldFiles
     max_input_pixels: int
+    depth_sync_tolerance: float
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,13 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
     ("build_on_first_image", True, "Build as soon as input arrives.", None, False),
     ("image_transport", "raw", "raw (Image) or compressed (CompressedImage).", None, True),
     ("use_depth", True, "Subscribe to the depth image.", None, False),
+    (
+        "depth_sync_tolerance",
+        0.02,
+        "Seconds an image and a depth image's stamps may differ and still pair (0: exact).",
+        (0.0, 1.0),
+        True,
+    ),
     ("depth_stride", 2, "Keep every n-th depth pixel per axis.", (1, 64), True),
     ("min_depth", 0.05, "Depth below this (m) is invalid.", (0.0, 1000.0), True),
     ("max_depth", 20.0, "Depth above this (m) is invalid; 0 = no limit.", (0.0, 1000.0), True),
@@ -160,6 +169,20 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
         True,
     ),
     ("fill_band", 24, "Width (pixels) of the background layer behind an edge.", (1, 512), True),
+    (
+        "fill_border",
+        FILL_BORDER,
+        "Pixels the background layer extends the frame by on every side (0: none).",
+        (0, 512),
+        True,
+    ),
+    (
+        "orient",
+        "normal",
+        "Depth Gaussians: normal (discs in the surface along the depth normals) or camera.",
+        None,
+        True,
+    ),
     (
         "lyra_checkpoint",
         "",
@@ -498,6 +521,7 @@ def declare_world_parameters(node: Node) -> WorldParameters:
     _check_frame("world_frame", value["world_frame"])
     _check_choice("world_source", value["world_source"], NODE_WORLD_SOURCES)
     _check_choice("image_transport", value["image_transport"], IMAGE_TRANSPORTS)
+    _check_choice("orient", value["orient"], ORIENTATIONS)
     if not 0.0 < value["opacity"] < 1.0:
         raise ParameterError("opacity", f"must be in (0, 1), got {value['opacity']}")
     if 0.0 < value["max_depth"] <= value["min_depth"]:
@@ -531,6 +555,8 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         lyra_assumed_depth=value["lyra_assumed_depth"],
         fill_occlusions=value["fill_occlusions"],
         fill_band=value["fill_band"],
+        fill_border=value["fill_border"],
+        orient=value["orient"],
     )
     return WorldParameters(
         world_frame=value["world_frame"],
@@ -543,6 +569,7 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         mapping=_mapping_parameters(value, background),
         files=WorldFiles(value["world_dir"], value["allow_any_path"]),
         max_input_pixels=value["max_input_pixels"],
+        depth_sync_tolerance=value["depth_sync_tolerance"],
     )
 
 
@@ -558,6 +585,7 @@ def _mapping_parameters(value: dict[str, Any], background: tuple[float, float, f
         keyframe_translation=value["keyframe_translation"],
         keyframe_rotation_deg=value["keyframe_rotation_deg"],
         refine_downscale=value["refine_downscale"],
+        orient=value["orient"],
         steps_per_keyframe=0,  # the worker runs the steps itself, rate-limited
         background=background,
     )

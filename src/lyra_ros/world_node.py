@@ -15,13 +15,14 @@ Services:
   own (:mod:`lyra_ros.service_thread`), so a long build or render never blocks the rest.
 
 Mapping (``world_source: fusion``, or ``refine: true`` with the other sources): every image
-(with the depth image of the same stamp) whose camera has a tf pose in ``world_frame`` at the
-image's stamp is fused into a growing Gaussian map by :class:`~lyra_ros.mapping_worker.
-MappingWorker` in a thread of its own (a queue of one frame: the newest wins). ``fusion`` starts
-the map from the first such frame (or from ``~/build_world``); ``refine`` starts it from the
-single-frame world (observed Gaussians for ``depth``, generated content for ``lyra``, which
-frames with depth replace where they see it). Every ``map_publish_period`` the served world is
-replaced by a snapshot of the map (one reference swap), so rendering never waits for mapping.
+(with the depth image nearest its stamp, within ``depth_sync_tolerance``) whose camera has a tf
+pose in ``world_frame`` at the image's stamp is fused into a growing Gaussian map by
+:class:`~lyra_ros.mapping_worker.MappingWorker` in a thread of its own (a queue of one frame:
+the newest wins). ``fusion`` starts the map from the first such frame (or from
+``~/build_world``); ``refine`` starts it from the single-frame world (observed Gaussians for
+``depth``, generated content for ``lyra``, which frames with depth replace where they see it).
+Every ``map_publish_period`` the served world is replaced by a snapshot of the map (one
+reference swap), so rendering never waits for mapping.
 
 Parameters: :mod:`lyra_ros.parameters` (declared with ranges, all checked at start-up; a bad one
 ends ``lyra-world`` with one line naming it and exit code 2), documented in the README and
@@ -41,6 +42,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
@@ -49,6 +51,7 @@ import rclpy
 import torch
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
@@ -102,6 +105,9 @@ SKIP_LOG_PERIOD_S = 5.0
 DROP_LOG_PERIOD_S = 5.0
 """Seconds between two warnings about input messages dropped as too large."""
 
+DEPTH_BUFFER_SIZE = 8
+"""Depth images kept to pair with images by stamp (``depth_sync_tolerance``)."""
+
 SNAPSHOT_TIMEOUT_S = 5.0
 """~/save_world waits at most this long for the map's step in progress, then saves the served
 snapshot instead."""
@@ -135,6 +141,7 @@ class WorldNode(Node):
         self.mapping = params.mapping
         self.files = params.files
         self.max_input_pixels = params.max_input_pixels
+        self.depth_sync_tolerance = params.depth_sync_tolerance
         self.inputs_dropped = 0
         """Input messages dropped as larger than ``max_input_pixels`` since start-up."""
         self._last_drop_warning: dict[str, float] = {}  # topic -> time of its last warning
@@ -144,13 +151,14 @@ class WorldNode(Node):
         self._world: Gaussians | None = None
         self._status = self._new_status()
         self._latest_image: Image | CompressedImage | None = None
-        self._latest_depth: Image | None = None
+        # The latest depth images, newest last: an image pairs with the one nearest its stamp.
+        self._depths: deque[Image] = deque(maxlen=DEPTH_BUFFER_SIZE)
         self._latest_info: CameraInfo | None = None
         self._attempted: tuple[object, object] | None = None  # inputs of the last build
         self._last_error: tuple[str, float] = ("", -math.inf)
         self._warned_no_info = False
         # Mapping: the worker's map generation the served world comes from (None: not a map),
-        # and the image waiting for the depth image of its stamp.
+        # and the image waiting for its depth image.
         self._map_generation: int | None = None
         self._unpaired_image: Image | CompressedImage | None = None
         self._last_skip_warning = -math.inf
@@ -255,13 +263,14 @@ class WorldNode(Node):
         if self._too_large(msg, "depth"):
             return
         with self._lock:
-            self._latest_depth = msg
+            self._depths.append(msg)
         self._offer_frame()
         self._maybe_auto_build()
 
     def _offer_frame(self) -> None:
         """Hand the newest complete frame to the map: the image, and with ``use_depth`` the depth
-        image of the same stamp (whichever of the two arrived last completes it)."""
+        image nearest its stamp within ``depth_sync_tolerance`` (whichever of the two arrived
+        last completes it)."""
         use_depth = self.get_parameter("use_depth").value
         with self._lock:
             if not self._accepts_frames_locked():
@@ -270,12 +279,25 @@ class WorldNode(Node):
             if image is None:
                 return
             if use_depth:
-                depth = self._latest_depth
-                if depth is None or depth.header.stamp != image.header.stamp:
+                depth = self._depth_for_locked(image)
+                if depth is None:
                     return  # its depth is still on the way
             self._unpaired_image = None
             item = (image, depth, self._latest_info)
             self._worker.submit(item)
+
+    def _depth_for_locked(self, image: Image | CompressedImage) -> Image | None:
+        """The buffered depth image whose stamp is nearest ``image``'s, if within
+        ``depth_sync_tolerance`` (the newest of equally near ones), else ``None``."""
+        want = Time.from_msg(image.header.stamp).nanoseconds
+        best, best_gap = None, None
+        for depth in self._depths:
+            gap = abs(Time.from_msg(depth.header.stamp).nanoseconds - want)
+            if best_gap is None or gap <= best_gap:
+                best, best_gap = depth, gap
+        if best_gap is None or best_gap > self.depth_sync_tolerance * 1e9:
+            return None
+        return best
 
     def _accepts_frames_locked(self) -> bool:
         """Frames go to the map while it maps the served world, or (``fusion`` with
@@ -311,9 +333,10 @@ class WorldNode(Node):
                 WorldStatus.STATE_WAITING,
                 WorldStatus.STATE_ERROR,
             )
-            have_depth = self._latest_depth is not None or not use_depth
-            ready = self._latest_image is not None and have_depth
-            latest = (self._latest_image, self._latest_depth)
+            image = self._latest_image
+            depth = self._depth_for_locked(image) if use_depth and image is not None else None
+            ready = image is not None and (depth is not None or not use_depth)
+            latest = (image, depth)
             tried = self._attempted is not None and all(
                 a is b for a, b in zip(latest, self._attempted, strict=True)
             )
@@ -323,7 +346,9 @@ class WorldNode(Node):
     def _latest_inputs(self) -> InputFrame:
         """Convert the latest image, depth and camera_info (called in the build worker)."""
         with self._lock:
-            image, depth, info = self._latest_image, self._latest_depth, self._latest_info
+            image, info = self._latest_image, self._latest_info
+            use_depth = self.get_parameter("use_depth").value
+            depth = self._depth_for_locked(image) if use_depth and image is not None else None
             self._attempted = (image, depth)
         if image is None:
             raise WorldBuildError("no image received yet on 'image'")
@@ -636,7 +661,8 @@ class WorldNode(Node):
             self._map_generation = None
             self._world = None
             self._status = self._new_status()
-            self._latest_image = self._latest_depth = self._unpaired_image = None
+            self._latest_image = self._unpaired_image = None
+            self._depths.clear()
             self._attempted = None
         self._publish_status()
         response.success, response.message = True, "world dropped; waiting for the next image"
