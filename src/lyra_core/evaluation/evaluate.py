@@ -60,6 +60,7 @@ __all__ = [
     "evaluate",
     "evaluate_scenes",
     "input_view_fit",
+    "load_perceptual_metric",
     "main",
     "parse_student",
     "parse_students",
@@ -335,7 +336,9 @@ def _load_students(
     return methods, records
 
 
-def _load_perceptual(name: str, device: torch.device) -> PerceptualMetric | None:
+def load_perceptual_metric(name: str, device: torch.device) -> PerceptualMetric | None:
+    """The perceptual metric ``name`` (:func:`lyra_core.models.perceptual.load_perceptual`) on
+    ``device``, or ``None`` for ``"none"``; an unavailable one is a :class:`CheckpointError`."""
     try:
         perceptual = load_perceptual(name)
     except (ValueError, ImportError, OSError) as error:
@@ -392,7 +395,7 @@ def evaluate(
     )
     methods |= student_methods
     records |= student_records
-    perceptual = _load_perceptual(perceptual_name, device)
+    perceptual = load_perceptual_metric(perceptual_name, device)
     per_scene, rows, labels = evaluate_scenes(
         scenes, methods, perceptual, device=device, progress=progress
     )
