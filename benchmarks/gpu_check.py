@@ -10,7 +10,13 @@ Cases (full sizes on CUDA; ``--cpu-smoke`` runs every case at toy sizes on the C
   all-Transformer decoder of the same width and depth (Lyra reports 6.5x);
 - ``mamba``: one shared bidirectional Mamba-2 block over the same 337,920 tokens, kernel vs our
   scan: time and the largest difference between the two outputs;
-- ``render``: gsplat render of 1 M Gaussians at 640 x 480 (fps; goal at least 200).
+- ``render``: gsplat render of 1 M Gaussians at 640 x 480 (fps; goal at least 200);
+- ``teacher`` (the report's ``teacher`` section): one denoising step of GEN3C's full-size
+  transformer (:meth:`Gen3CTransformerConfig.full`, random weights, bf16) at 121 x 704 x 1280
+  (latents 16 x 88 x 160, 56,320 tokens) through :meth:`Gen3CPipeline.sample` with guidance 1
+  (two transformer calls): seconds and peak memory, with the transformer resident on the GPU
+  and with it offloaded to the CPU between steps (``offload=True``: the step includes the
+  14 GB move there and back). The 24 GB goal of docs/teacher.md.
 
 A case whose dependency is missing (mamba_ssm, gsplat, CUDA) is recorded as skipped with the
 reason. ``--merge`` adds the result of ``pytest -m cuda`` (a JUnit XML file) and writes the one
@@ -50,7 +56,11 @@ CASES = [("decoder", v) for v in DECODER_VARIANTS] + [
     ("mamba", "kernel-vs-torch"),
     ("render", "gsplat"),
 ]
-CASE_LIMIT_S = {"decoder": 120, "mamba": 90, "render": 240}  # gsplat may compile its kernels
+CASE_LIMIT_S = {"decoder": 120, "mamba": 90, "render": 240, "teacher": 120}
+# (gsplat may compile its kernels)
+TEACHER_CASES = [("teacher", "resident"), ("teacher", "offload")]
+TEACHER_FULL = {"frames": 121, "image": (1280, 704)}
+TEACHER_SMOKE = {"frames": 9, "image": (48, 32)}
 
 
 def _device(smoke: bool) -> torch.device:
@@ -231,6 +241,64 @@ def render_case(smoke: bool) -> dict:
     }
 
 
+def teacher_case(variant: str, smoke: bool) -> dict:
+    """One denoising step (guidance 1: two transformer calls) of GEN3C's transformer, random
+    weights; smoke: the tiny config on the CPU."""
+    from lyra_core.models.gen3c import Gen3CTransformerConfig, build_transformer
+    from lyra_core.models.vae import VideoVAE
+    from lyra_core.pipelines.gen3c import Gen3CPipeline
+
+    device = _device(smoke)
+    config = Gen3CTransformerConfig.tiny() if smoke else Gen3CTransformerConfig.full()
+    dtype = torch.float32 if smoke else torch.bfloat16
+    sizes = TEACHER_SMOKE if smoke else TEACHER_FULL
+    torch.manual_seed(0)
+    # Built without memory, then materialised in bf16 and filled on the device (fast).
+    transformer = build_transformer(config, device="meta")
+    torch.nn.Module.to(transformer, dtype)  # (diffusers' ``to`` warns about float32 modules)
+    transformer.to_empty(device=device)
+    with torch.no_grad():
+        for parameter in transformer.parameters():
+            parameter.normal_(0.0, 0.02)
+    transformer.learnable_pos_embed.float()  # float32, as from_pretrained keeps it
+    offload = variant == "offload"
+    if offload:
+        transformer.to("cpu")
+    text = torch.randn(2, 1, 512 if not smoke else 8, config.text_embed_dim)
+    pipe = Gen3CPipeline(
+        transformer,
+        VideoVAE.tiny(),
+        text[0],
+        text[1],
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        progress=False,
+    )
+    width, height = sizes["image"]
+    frames = 1 + (sizes["frames"] - 1) // 8
+    image_latent = torch.randn(1, 16, 1, height // 8, width // 8)
+    pose = torch.randn(1, config.pose_channels, frames, height // 8, width // 8)
+    generator = torch.Generator().manual_seed(0)
+
+    def run() -> None:
+        pipe.sample(image_latent, pose, generator, num_inference_steps=1, guidance_scale=1.0)
+
+    seconds, peak = _timed(run, device, repeats=1)
+    parameters = sum(p.numel() for p in transformer.parameters())
+    return {
+        "variant": variant,
+        "dtype": str(dtype).removeprefix("torch."),
+        "parameters": parameters,
+        "video": [sizes["frames"], height, width],
+        "tokens": frames * (height // 16) * (width // 16),
+        "transformer_calls": 2,
+        "step_s": round(seconds, 3),
+        "peak_mem_mb": None if math.isnan(peak) else round(peak, 1),
+        "goal_peak_mem_mb": 24 * 1024,
+    }
+
+
 def run_case(case: str, variant: str, smoke: bool) -> dict:
     if not smoke and not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
@@ -238,14 +306,25 @@ def run_case(case: str, variant: str, smoke: bool) -> dict:
         return decoder_case(variant, smoke)
     if case == "mamba":
         return mamba_case(smoke)
+    if case == "teacher":
+        return teacher_case(variant, smoke)
     return render_case(smoke)
 
 
 def measure(smoke: bool, deadline_s: float) -> dict:
-    """Every case in its own subprocess, each within its limit and the overall deadline."""
+    """Every case in its own subprocess, each within its limit and the overall deadline: the
+    teacher's first (the report's ``teacher`` section), then the rows."""
     start = time.monotonic()
+    teacher = _run_cases(TEACHER_CASES, smoke, deadline_s, start)
+    rows = _run_cases(CASES, smoke, deadline_s, start)
+    return {"rows": rows, "teacher": teacher, "measure_s": round(time.monotonic() - start, 1)}
+
+
+def _run_cases(
+    cases: list[tuple[str, str]], smoke: bool, deadline_s: float, start: float
+) -> list[dict]:
     rows = []
-    for case, variant in CASES:
+    for case, variant in cases:
         left = deadline_s - (time.monotonic() - start)
         limit = min(CASE_LIMIT_S[case], left)
         row = {"case": case, "variant": variant}
@@ -272,7 +351,7 @@ def measure(smoke: bool, deadline_s: float) -> dict:
         row["wall_s"] = round(time.monotonic() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"rows": rows, "measure_s": round(time.monotonic() - start, 1)}
+    return rows
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -326,6 +405,7 @@ def merge(measured: Path, junit: Path | None, rc: int | None, out: Path, smoke: 
         "peak memory: CUDA allocator peak",
         "lyra_reference": {"all_transformer_over_hybrid": 6.5, "render_goal_fps": 200},
         "rows": data.get("rows", []),
+        "teacher": data.get("teacher", []),
         "summary": summarise(data.get("rows", [])),
         "measure_s": data.get("measure_s"),
         "pytest_cuda": pytest_result(junit, rc),
@@ -336,8 +416,12 @@ def merge(measured: Path, junit: Path | None, rc: int | None, out: Path, smoke: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="toy sizes on the CPU")
-    parser.add_argument("--case", choices=("decoder", "mamba", "render"), help="run one case")
-    parser.add_argument("--variant", default="", help="decoder variant of --case decoder")
+    parser.add_argument(
+        "--case", choices=("decoder", "mamba", "render", "teacher"), help="run one case"
+    )
+    parser.add_argument(
+        "--variant", default="", help="variant of --case decoder or teacher (resident/offload)"
+    )
     parser.add_argument("--json", type=Path, help="write the measured rows here")
     parser.add_argument("--deadline-s", type=float, default=420.0, help="for all cases")
     parser.add_argument("--merge", type=Path, help="measured rows to merge into the report")
