@@ -642,6 +642,24 @@ def test_cuda_torch_backend_matches_gsplat(sh_degree, make_scene, make_cameras):
 
 
 @pytest.mark.cuda
+def test_cuda_gsplat_means2d_match_and_carry_view_space_gradients(make_scene, make_cameras):
+    scene, cameras = cuda_case(make_scene, make_cameras)
+    scene.means.requires_grad_(True)
+    outs = {b: render(scene, cameras, backend=b) for b in ("torch", "gsplat")}
+    ours, theirs = outs["torch"], outs["gsplat"]
+    assert theirs.means2d is not None and theirs.means2d.shape == ours.means2d.shape
+    visible = ours.means2d.detach().abs().amax(dim=-1) < 1e4
+    assert_close(theirs.means2d[visible], ours.means2d[visible], atol=1e-3, rtol=1e-4)
+    grads = {}
+    for name, out in outs.items():
+        out.means2d.retain_grad()
+        out.rgb.sum().backward()
+        grads[name] = out.means2d.grad
+    assert grads["gsplat"].abs().sum() > 0
+    assert_close(grads["gsplat"][visible], grads["torch"][visible], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.cuda
 def test_cuda_torch_backend_matches_reference(make_scene, make_cameras):
     scene, cameras = cuda_case(make_scene, make_cameras)
     scene, cameras = scene[:100], cameras[:2]

@@ -62,7 +62,7 @@ class RenderOutput:
         backend: the backend that rendered it.
         means2d: (C, N, 2) projected Gaussian centres in pixels, part of the autograd graph
             (call ``retain_grad()`` on it before ``backward`` to read the view-space gradients
-            that 3DGS densification uses); None on the gsplat backend and for empty scenes.
+            that 3DGS densification uses); None for empty scenes.
     """
 
     rgb: Tensor
@@ -135,7 +135,7 @@ def render(
         return _empty_render(cameras, bg, chosen)
     gaussians = gaussians.to(device=cameras.Ks.device, dtype=cameras.Ks.dtype)
     if chosen == "gsplat":
-        rgb, alpha, depth = render_gsplat(
+        rgb, alpha, depth, means2d = render_gsplat(
             gaussians,
             cameras,
             bg,
@@ -144,7 +144,7 @@ def render(
             eps2d=eps2d,
             tile_size=tile_size or GSPLAT_TILE_SIZE,
         )
-        return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, backend=chosen)
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, backend=chosen, means2d=means2d)
 
     opacities = gaussians.opacities
     project = project_gaussians_native if chosen == "native" else project_gaussians

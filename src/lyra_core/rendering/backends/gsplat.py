@@ -30,12 +30,14 @@ def render_gsplat(
     far: float,
     eps2d: float,
     tile_size: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Render with gsplat. Returns rgb (C,H,W,3), alpha (C,H,W,1), expected depth (C,H,W,1)."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Render with gsplat. Returns rgb (C,H,W,3), alpha (C,H,W,1), expected depth (C,H,W,1)
+    and the projected means (C,N,2), pixels, whose gradient (``retain_grad``) drives 3DGS
+    densification as on the other backends (gsplat's ``meta["means2d"]``, unpacked)."""
     from gsplat import rasterization
 
     num_cams = len(cameras)
-    colors, alphas, _ = rasterization(
+    colors, alphas, meta = rasterization(
         means=gaussians.means,
         quats=gaussians.quats,
         scales=gaussians.scales,
@@ -53,5 +55,6 @@ def render_gsplat(
         render_mode="RGB+ED",
         tile_size=tile_size,
         rasterize_mode="classic",
+        packed=False,
     )
-    return colors[..., :3], alphas, colors[..., 3:]
+    return colors[..., :3], alphas, colors[..., 3:], meta["means2d"]
