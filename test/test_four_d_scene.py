@@ -50,9 +50,16 @@ def test_from_time_slices_sets_times_and_durations() -> None:
     assert world.durations[:5].tolist() == [0.5] * 5
     assert math.isinf(float(world.durations[5]))
     assert world.time_range == (0.0, 2.0)
-    # Uneven gaps: the mean of the neighbouring gaps, one-sided at the ends.
+    # Uneven gaps: each slice spans the times nearest to it, mirrored at the ends:
+    # [-0.5, 0.5), [0.5, 2), [2, 4).
     uneven = Gaussians.from_time_slices([blob(0, (1, 0, 0))] * 3, [0.0, 1.0, 3.0])
+    assert uneven.times.tolist() == [0.0, 1.25, 3.0]
     assert uneven.durations.tolist() == [1.0, 1.5, 2.0]
+    assert uneven.time_range == (0.0, 3.0)
+    for t, k in [(0.49, 0), (0.5, 1), (1.99, 1), (2.0, 2), (2.9, 2)]:
+        assert len(uneven.at_time(t)) == 1, t
+        expected = uneven[k]
+        assert torch.equal(uneven.at_time(t).means, expected.means)
     single = Gaussians.from_time_slices([blob(0, (1, 0, 0))], [4.0])
     assert math.isinf(float(single.durations[0])) and single.time_range is None
 

@@ -441,8 +441,13 @@ class Gaussians:
             times: ``(S,)`` strictly increasing finite times, seconds.
             static: optional 3D scene present at every time (``durations = +inf``).
 
-        Slice ``k`` lasts ``(times[k+1] - times[k-1]) / 2`` (the one-sided gap at the ends),
-        so uniformly spaced slices tile time exactly; a single slice lasts ``+inf``.
+        Slice ``k`` spans the times nearer to ``times[k]`` than to its neighbours,
+        ``[(times[k-1] + times[k]) / 2, (times[k] + times[k+1]) / 2)`` (mirrored about
+        ``times[k]`` at the ends): its Gaussians get that span's centre as ``times`` and its
+        width as ``durations``, so "step" shows the nearest slice at every time and the spans
+        tile time without gaps or overlaps. For uniformly spaced slices the centres are the
+        slice times and the widths the spacing; for uneven ones a middle slice's centre moves
+        by half the difference of its two gaps. A single slice lasts ``+inf``.
 
         Raises:
             ValueError: on an empty or mismatched list, unsorted or non-finite times, or a
@@ -463,14 +468,12 @@ class Gaussians:
         if any(part.times is not None for part in parts):
             raise ValueError("from_time_slices takes 3D scenes (without times)")
         if len(stamps) == 1:
-            extents = [math.inf]
+            spans = [(stamps[0], math.inf)]
         else:
-            gaps = [b - a for a, b in itertools.pairwise(stamps)]
-            extents = [
-                (left + right) / 2
-                for left, right in zip([gaps[0], *gaps], [*gaps, gaps[-1]], strict=True)
-            ]
-        spans = list(zip(stamps, extents, strict=True))
+            middles = [(a + b) / 2 for a, b in itertools.pairwise(stamps)]
+            lower = [2 * stamps[0] - middles[0], *middles]
+            upper = [*middles, 2 * stamps[-1] - middles[-1]]
+            spans = [((lo + hi) / 2, hi - lo) for lo, hi in zip(lower, upper, strict=True)]
         if static is not None:
             spans.append((stamps[0], math.inf))
         timed = []

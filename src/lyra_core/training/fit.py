@@ -57,6 +57,15 @@ seed, SH degree) is refused.
   held-out PSNR history;
 - ``heldout.png``: every held-out view, ground truth (top row) above the render (bottom row).
 
+**Dynamic scenes** (``--dynamic``): the training frames, in time order (their stamps:
+``transforms.json``'s per-frame ``time``, a bag's header stamps), go through
+:class:`~lyra_core.mapping.dynamic.DynamicMapper`: the static background is fused from depth and
+refined for ``--max-steps`` / ``--max-seconds``, what moves becomes one time slice per frame.
+``world.ply`` is then a 4D world (``time`` and ``duration`` columns; world time 0 is the first
+training frame's stamp, ``metrics.json``'s ``time_origin``), each held-out view is scored at
+its own time, and there is no checkpoint (the run is one pass). Every training frame needs
+depth; a capture without depth ends with one line and exit status 2.
+
 Bad input (missing or unreadable files, an unknown format, no usable frame, NaN poses, a bag
 without the topics) ends with one line and exit status 2 (the ``lyra`` dispatcher).
 """
@@ -85,6 +94,7 @@ from lyra_core.evaluation.metrics import image_metrics, psnr
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.transforms import look_at
 from lyra_core.mapping import GaussianMap, MapConfig, PosedFrame
+from lyra_core.mapping.dynamic import DynamicMapper, DynamicMapperConfig, static_map_config
 from lyra_core.mapping.triangulation import (
     TriangulationConfig,
     points_at_scene_depth,
@@ -94,6 +104,7 @@ from lyra_core.models.perceptual import PerceptualMetric, load_perceptual
 from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.ply import write_ply
+from lyra_core.scene.procedural_dynamic import procedural_dynamic_room
 from lyra_core.scene.procedural_room import procedural_room
 from lyra_core.utils.atomic import atomic_write, write_folder_atomically
 from lyra_core.utils.errors import CaptureError, CheckpointError
@@ -104,6 +115,7 @@ __all__ = [
     "FitInterrupted",
     "build_parser",
     "camera_extent",
+    "dynamic_poses",
     "main",
     "procedural_poses",
     "run_fit",
@@ -231,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-depth", action="store_true", help="ignore the capture's depth maps")
     parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="a scene that moves: static background plus one time slice per frame, a 4D "
+        "world.ply (needs depth and frame times)",
+    )
+    parser.add_argument(
         "--opacity-reset-every",
         type=_non_negative_int,
         default=0,
@@ -300,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         if heldout
         else "no held-out views"
     )
+    kind = ""
+    if args.dynamic:
+        span = metrics["time_range"]
+        kind = " 4D" + (f" ({span[0]:g}-{span[1]:g} s)" if span else "")
     print(
-        f"fitted {metrics['gaussians']:,} Gaussians in {metrics['steps']} steps, "
+        f"fitted {metrics['gaussians']:,}{kind} Gaussians in {metrics['steps']} steps, "
         f"{metrics['train_seconds']:.1f} s: {score}; wrote {args.out}/world.ply, metrics.json"
         + (", heldout.png" if heldout else "")
     )
@@ -476,13 +498,20 @@ def _initialise(
     return {"method": method, "gaussians": len(world), **info}
 
 
-def _render_views(gaussians: Gaussians, frames: Sequence[PosedFrame], device: torch.device):
-    """(V, H, W, 3) renders of ``frames`` (all one size) on ``device``."""
+def _render_views(
+    gaussians: Gaussians,
+    frames: Sequence[PosedFrame],
+    device: torch.device,
+    times: Sequence[float] | None = None,
+):
+    """(V, H, W, 3) renders of ``frames`` (all one size) on ``device``; a 4D world at
+    ``times`` (seconds, one per frame)."""
     out = []
     with torch.no_grad():
-        for frame in frames:
+        for i, frame in enumerate(frames):
             cams = frame.camera(device)
-            out.append(render(gaussians, cams, background=BACKGROUND).rgb[0])
+            at = None if times is None else times[i]
+            out.append(render(gaussians, cams, background=BACKGROUND, time=at).rgb[0])
     return torch.stack(out)
 
 
@@ -605,6 +634,11 @@ def run_fit(
     train = [_posed(f) for f in train_frames]
     heldout = [_posed(f) for f in heldout_frames]
     load_seconds = time.perf_counter() - load_start
+    if args.dynamic:
+        metrics = _run_dynamic(args, capture, train, heldout, perceptual, device, show)
+        metrics["load_seconds"] = round(load_seconds, 3)
+        write_text(args.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        return metrics
 
     run: Path = args.out
     run.mkdir(parents=True, exist_ok=True)
@@ -710,32 +744,10 @@ def _finish(
     device: torch.device,
 ) -> dict[str, Any]:
     """Score the held-out views, write ``heldout.png``; the metrics (not yet written)."""
-    scores = None
-    if heldout:
-        rendered = _render_views(world.gaussians(), heldout, device).clamp(0, 1)
-        target = torch.stack([f.rgb for f in heldout]).to(device)
-        values = image_metrics(rendered, target, perceptual)
-        scores = {
-            "psnr": round(values["psnr"], 4),
-            "ssim": None if "ssim" not in values else round(values["ssim"], 4),
-            "lpips": None
-            if perceptual is None
-            else round(values.get(perceptual.name, math.nan), 4),
-            "views": len(heldout),
-        }
-        if scores["lpips"] is not None and math.isnan(scores["lpips"]):
-            scores["lpips"] = None  # images smaller than the network's minimum size
-        write_png(
-            args.out / "heldout.png",
-            contact_sheet(
-                [[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
-                ["ground truth", "render"],
-            ),
-        )
-        if progress.history and progress.history[-1]["step"] != world.steps:
-            progress.history.append(_history_entry(world, progress, values["psnr"]))
+    scores = _score_heldout(args, world.gaussians(), heldout, perceptual, device)
+    if scores and progress.history and progress.history[-1]["step"] != world.steps:
+        progress.history.append(_history_entry(world, progress, scores["psnr"]))
     optimisation_seconds = progress.train_seconds - progress.init.get("seconds", 0.0)
-    first = train[0]
     return {
         "heldout": scores,
         "lpips_metric": _perceptual_description(perceptual, args),
@@ -744,18 +756,7 @@ def _finish(
         "seconds_per_step": round(optimisation_seconds / world.steps, 5) if world.steps else None,
         "gaussians": len(world),
         "init": progress.init,
-        "capture": {
-            "path": str(capture.path),
-            "format": capture.source_format,
-            "frames": len(capture.frames),
-            "train_views": len(train),
-            "heldout_views": len(heldout),
-            "skipped_images": capture.skipped,
-            "width": first.width,
-            "height": first.height,
-            "depth": any(f.depth is not None for f in train),
-            "sparse_points": None if capture.points is None else len(capture.points),
-        },
+        "capture": _capture_summary(capture, train, heldout),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "resumes": progress.resumes,
@@ -764,6 +765,131 @@ def _finish(
         "max(steps / max_steps, train_seconds / max_seconds)",
         "settings": progress.settings,
         "history": progress.history,
+    }
+
+
+def _score_heldout(
+    args: argparse.Namespace,
+    gaussians: Gaussians,
+    heldout: Sequence[PosedFrame],
+    perceptual: PerceptualMetric | None,
+    device: torch.device,
+    times: Sequence[float] | None = None,
+) -> dict[str, Any] | None:
+    """Held-out PSNR / SSIM / perceptual distance (None without held-out views) and
+    ``heldout.png``; a 4D world is rendered at ``times`` (one per view)."""
+    if not heldout:
+        return None
+    rendered = _render_views(gaussians, heldout, device, times).clamp(0, 1)
+    target = torch.stack([f.rgb for f in heldout]).to(device)
+    values = image_metrics(rendered, target, perceptual)
+    scores = {
+        "psnr": round(values["psnr"], 4),
+        "ssim": None if "ssim" not in values else round(values["ssim"], 4),
+        "lpips": None if perceptual is None else round(values.get(perceptual.name, math.nan), 4),
+        "views": len(heldout),
+    }
+    if scores["lpips"] is not None and math.isnan(scores["lpips"]):
+        scores["lpips"] = None  # images smaller than the network's minimum size
+    write_png(
+        args.out / "heldout.png",
+        contact_sheet(
+            [[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
+            ["ground truth", "render"],
+        ),
+    )
+    return scores
+
+
+def _capture_summary(
+    capture: Capture, train: Sequence[PosedFrame], heldout: Sequence[PosedFrame]
+) -> dict[str, Any]:
+    first = train[0]
+    return {
+        "path": str(capture.path),
+        "format": capture.source_format,
+        "frames": len(capture.frames),
+        "train_views": len(train),
+        "heldout_views": len(heldout),
+        "skipped_images": capture.skipped,
+        "width": first.width,
+        "height": first.height,
+        "depth": any(f.depth is not None for f in train),
+        "sparse_points": None if capture.points is None else len(capture.points),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Dynamic scenes (--dynamic)
+# --------------------------------------------------------------------------------------------
+
+
+def _run_dynamic(
+    args: argparse.Namespace,
+    capture: Capture,
+    train: Sequence[PosedFrame],
+    heldout: Sequence[PosedFrame],
+    perceptual: PerceptualMetric | None,
+    device: torch.device,
+    show: bool,
+) -> dict[str, Any]:
+    """``lyra fit --dynamic`` (module docstring): writes ``world.ply`` and ``heldout.png``;
+    returns the metrics."""
+    without = [f.name for f in train if f.depth is None or not bool((f.depth > 0).any())]
+    if without:
+        raise CaptureError(
+            f"{capture.path}: --dynamic needs depth, but {len(without)} of {len(train)} training "
+            f"frame(s) have none (first: {without[0]})"
+        )
+    ordered = sorted(train, key=lambda f: f.stamp)
+    config = DynamicMapperConfig(
+        max_frames=len(ordered),
+        map=static_map_config(
+            max_gaussians=args.max_gaussians,
+            max_keyframes=len(ordered),
+            position_lr_final=args.position_lr_final,
+            scene_scale=camera_extent(ordered),
+            background=BACKGROUND,
+            seed=args.seed,
+            sh_degree=args.sh_degree,
+        ),
+        refine_steps=args.max_steps,
+        refine_seconds=args.max_seconds,
+        max_dynamic_gaussians=args.max_gaussians,
+        seed=args.seed,
+        show_progress=show,
+    )
+    mapper = DynamicMapper(config, device=device)
+    try:
+        mapper.extend(ordered)
+    except ValueError as err:
+        raise CaptureError(f"{capture.path}: {err}") from None
+    start = time.perf_counter()
+    world = mapper.build()
+    train_seconds = time.perf_counter() - start
+    origin = mapper.time_origin
+    assert origin is not None
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_ply(args.out / "world.ply", world)
+    times = [f.stamp - origin for f in heldout]
+    scores = _score_heldout(args, world, heldout, perceptual, device, times)
+    stats = mapper.stats
+    return {
+        "heldout": scores,
+        "lpips_metric": _perceptual_description(perceptual, args),
+        "train_seconds": round(train_seconds, 3),
+        "steps": stats["refine_steps"],
+        "gaussians": len(world),
+        "static_gaussians": stats["static_gaussians"],
+        "dynamic_gaussians": stats["dynamic_gaussians"],
+        "time_range": stats["time_range"],
+        "time_origin": origin,
+        "heldout_times": [round(t, 6) for t in times],
+        "dynamic_fraction": stats["dynamic_fraction"],
+        "capture": _capture_summary(capture, train, heldout),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "settings": {**_settings(args), "dynamic": True},
     }
 
 
@@ -786,6 +912,18 @@ def procedural_poses(views: int) -> torch.Tensor:
     return torch.stack(poses)
 
 
+def dynamic_poses(views: int) -> torch.Tensor:
+    """(V, 4, 4) camera-to-world poses (OpenCV) of a slow dolly across the open side of the
+    procedural room (x from -0.8 to 0.8 m, 2.9 m in front of its centre, 1.4 m up), looking at
+    the middle of the room over the floor where
+    :func:`~lyra_core.scene.procedural_dynamic.procedural_dynamic_room`'s objects move."""
+    poses = []
+    for i in range(views):
+        s = i / max(views - 1, 1)
+        poses.append(look_at((-0.8 + 1.6 * s, -2.9, 1.4), (0.0, 0.3, 0.5), up=(0.0, 0.0, 1.0)))
+    return torch.stack(poses)
+
+
 def write_procedural_capture(
     folder: str | Path,
     views: int = 16,
@@ -796,6 +934,8 @@ def write_procedural_capture(
     gaussians: int = 20_000,
     seed: int = 0,
     fov_y: float = 1.0,
+    moving_objects: int = 0,
+    duration: float = 2.0,
 ) -> Path:
     """Render :func:`~lyra_core.scene.procedural_room.procedural_room` from
     :func:`procedural_poses` into a nerfstudio ``transforms.json`` folder.
@@ -804,11 +944,27 @@ def write_procedural_capture(
     ``cx``/``cy`` with nerfstudio's pixel centres at +0.5, and with ``depth`` the rendered depth
     (meters, 0 where nothing was hit) as ``.npy`` files in ``depth/``.
 
+    With ``moving_objects`` the scene is
+    :func:`~lyra_core.scene.procedural_dynamic.procedural_dynamic_room` (that many objects
+    moving over ``duration`` seconds) seen from :func:`dynamic_poses`, frame ``k`` at time
+    ``duration * k / (views - 1)``, written as the frame's ``time``: a video for
+    ``lyra fit --dynamic``.
+
     Returns:
         The path of ``transforms.json``.
     """
     folder = Path(folder)
-    room = procedural_room(gaussians, seed=seed)
+    if moving_objects:
+        dynamic = procedural_dynamic_room(
+            seed, num_gaussians=gaussians, num_objects=moving_objects, duration=duration
+        )
+        poses = dynamic_poses(views)
+        times = [duration * i / max(views - 1, 1) for i in range(views)]
+        scenes = [dynamic.gaussians_at(t) for t in times]
+    else:
+        room = procedural_room(gaussians, seed=seed)
+        poses = procedural_poses(views)
+        times, scenes = None, [room] * views
     intrinsics = Intrinsics.from_fov(fov_y, width, height)
     meta: dict[str, Any] = {
         "camera_model": "OPENCV",
@@ -820,15 +976,17 @@ def write_procedural_capture(
         "h": height,
         "frames": [],
     }
-    for index, pose in enumerate(procedural_poses(views)):
+    for index, (pose, scene) in enumerate(zip(poses, scenes, strict=True)):
         with torch.no_grad():
-            out = render(room, Cameras.from_intrinsics(pose[None], intrinsics))
+            out = render(scene, Cameras.from_intrinsics(pose[None], intrinsics))
         name = f"frame_{index:05d}"
         write_png(folder / "images" / f"{name}.png", to_uint8(out.rgb[0]))
-        entry = {
+        entry: dict[str, Any] = {
             "file_path": f"images/{name}.png",
             "transform_matrix": (pose.double().numpy() @ GL_TO_CV).tolist(),
         }
+        if times is not None:
+            entry["time"] = times[index]
         if depth:
             z = torch.where(out.alpha[0, ..., 0] > 0.5, out.depth[0, ..., 0], 0.0)
             (folder / "depth").mkdir(parents=True, exist_ok=True)

@@ -68,8 +68,8 @@ class CaptureFrame:
         camtoworld: (4, 4) float64 camera-to-world pose, OpenCV camera convention, meters.
         depth: (H, W) float32 z-depth in meters, 0 where unknown; None when the capture has no
             depth for this frame.
-        stamp: capture time in seconds: the header stamp for bags, the frame's index in the
-            sorted capture for files.
+        stamp: capture time in seconds: the header stamp for bags, the frame's ``time`` in a
+            ``transforms.json`` that gives one, else the frame's index in the sorted capture.
         name: what to call the frame in messages: the image path relative to the capture
             folder for files, ``"<topic>@<stamp>"`` for bags.
     """

@@ -25,6 +25,9 @@ What is read, per frame (a frame's own keys override the top-level ones):
   frame's depth with a warning. Depth of another size with the image's aspect ratio is resized
   (nearest), as nerfstudio does.
 * ``ply_file_path`` (optional, top level): initial points, ``x y z`` and ``red green blue``.
+* ``time`` (optional, per frame): the frame's capture time (seconds, or D-NeRF's normalised
+  ``[0, 1]``) becomes its ``stamp``; without it the stamp is the frame's index. Either every
+  frame has a finite ``time`` or none has.
 
 instant-ngp's ``aabb_scale``, ``scale`` and ``offset`` only place the scene in its unit cube and
 are ignored: poses stay in the capture's own units (meters for metric captures).
@@ -103,8 +106,8 @@ def read_transforms_json(path: str | Path, *, downscale: int = 1, depth: bool = 
         depth: read ``depth_file_path`` maps where given (False: RGB only).
 
     Returns:
-        The :class:`Capture`, frames sorted by ``file_path``; ``stamp`` is the frame's index in
-        that order (skipped frames keep their index).
+        The :class:`Capture`, frames sorted by ``file_path``; ``stamp`` is the frame's ``time``,
+        or without one its index in that order (skipped frames keep their index).
 
     Raises:
         CaptureError: unreadable JSON, no frames, bad intrinsics or poses, undecodable images,
@@ -134,6 +137,7 @@ def read_transforms_json(path: str | Path, *, downscale: int = 1, depth: bool = 
         if "transform_matrix" not in entry:
             raise CaptureError(f"{json_path}: frames[{i}] ({entry['file_path']}) has no pose")
     entries = sorted(meta["frames"], key=lambda e: e["file_path"])
+    stamps = _frame_times(entries, json_path)
 
     skips = SkipLog(str(json_path))
     depth_skips = SkipLog(str(json_path), "kept without depth")
@@ -162,7 +166,7 @@ def read_transforms_json(path: str | Path, *, downscale: int = 1, depth: bool = 
         rgb, depth_map, intrinsics = finish_frame(
             rgb, depth_map, intrinsics, distortion, 1 if small else downscale, name
         )
-        frames.append(CaptureFrame(rgb, intrinsics, pose, depth_map, float(index), name))
+        frames.append(CaptureFrame(rgb, intrinsics, pose, depth_map, stamps[index], name))
     skips.warn(len(entries))
     depth_skips.warn(len(entries))
     if not frames:
@@ -174,6 +178,20 @@ def read_transforms_json(path: str | Path, *, downscale: int = 1, depth: bool = 
     if meta.get("ply_file_path"):
         points, colors = read_point_ply(root / meta["ply_file_path"])
     return Capture(frames, points, colors, "transforms_json", skips.count, json_path)
+
+
+def _frame_times(entries: list[dict[str, Any]], json_path: Path) -> list[float]:
+    """Each frame's ``time`` (all frames have one or none does), else its index."""
+    timed = ["time" in entry for entry in entries]
+    if not any(timed):
+        return [float(index) for index in range(len(entries))]
+    if not all(timed):
+        missing = entries[timed.index(False)]["file_path"]
+        raise CaptureError(
+            f"{json_path}: {sum(timed)} of {len(entries)} frames have a 'time', {missing} has "
+            "none (give every frame a time or none)"
+        )
+    return [_number(entry, "time", f"{json_path}: {entry['file_path']}") for entry in entries]
 
 
 def _resolve_image(root: Path, file_path: str) -> Path | None:
