@@ -17,6 +17,7 @@ A data root holds one folder per split, each holding one folder per scene::
             cache_rgb.npy               # (N, H, W, 3) uint8 render of the 3D cache
             cache_mask.npy              # (N, H, W) bool, cache alpha > 0.5
         heldout/                        # K evaluation cameras near the input, same five files
+                                        # (procedural scenes; teacher scenes have none)
 
 ``meta.json`` holds ``seed``, ``split``, ``width``, ``height``, ``intrinsics`` (fx, fy, cx, cy in
 pixels), ``scene_depth`` (meters: median rendered depth of the input view), ``trajectory_names``,
@@ -27,6 +28,21 @@ The **3D cache** (GEN3C's conditioning) is the input view unprojected with its r
 (:func:`lyra_core.scene.rgbd.gaussians_from_rgbd`), rendered from every camera over a black
 background; ``cache_mask`` marks the pixels it covers. Frame 0 of every trajectory is the input
 camera, so its ``rgb`` equals the input view and its cache render reproduces it.
+
+**Teacher scenes** (``lyra generate --teacher gen3c``, :mod:`lyra_core.data.teacher`): one scene per
+input image, same layout without ``heldout/``. Each trajectory folder then holds the teacher's
+decoded frames as ``rgb.npy`` (the supervision), the depth of the 3D-cache render as ``depth.npy``
+(meters, 0 where the cache does not cover: the teacher's frames have no measured depth), the
+cache render GEN3C conditioned on, and one more file::
+
+            latents.npy                 # (1, C, T', h, w) float32 teacher latents, normalised
+                                        # (VideoVAE.normalize: (z - mean) / std), Lyra's layout
+
+``meta.json`` adds ``teacher`` (its settings), ``image`` (the source file name) and
+``latent_scale`` (1.0: the latents are stored as normalised; Lyra-1's files hold 0.5 times
+that). A teacher scene is written one trajectory at a time (each folder atomically, so several
+processes can share a scene) and ``meta.json`` last: a scene folder without ``meta.json`` is
+incomplete, and readers (:func:`list_scenes`) skip it.
 
 Scene folders appear atomically: :func:`write_scene` writes into a hidden temporary folder
 ``.scene_XXXXXX.<hex>.lyra-tmp`` beside the target and renames it at the end
@@ -59,7 +75,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
-from lyra_core.utils.atomic import sweep_stale_temp_files, write_folder_atomically
+from lyra_core.utils.atomic import (
+    sweep_stale_temp_files,
+    write_folder_atomically,
+    write_text_atomic,
+)
 
 __all__ = [
     "SPLITS",
@@ -71,9 +91,13 @@ __all__ = [
     "load_scene",
     "remove_stale_temporaries",
     "scene_dirname",
+    "scene_latents",
     "split_of_seed",
     "split_seeds",
     "write_scene",
+    "write_scene_input",
+    "write_scene_meta",
+    "write_trajectory",
 ]
 
 #: Split names, in order.
@@ -87,6 +111,8 @@ SPLIT_SEED_RANGES: dict[str, tuple[int, int]] = {
 }
 
 _VIEW_FILES = ("rgb.npy", "depth.npy", "cameras.npz", "cache_rgb.npy", "cache_mask.npy")
+LATENTS_FILE = "latents.npy"
+"""Teacher latents of a trajectory (teacher scenes only)."""
 # Temporary scene folders of the writer before lyra_core.utils.atomic (".tmp-scene_XXXXXX-*").
 _LEGACY_TMP_PREFIX = ".tmp-"
 
@@ -145,6 +171,8 @@ class ViewSet:
         camtoworlds: (N, 4, 4) float32 camera-to-world poses (OpenCV camera axes), meters.
         cache_rgb: (N, H, W, 3) uint8 render of the 3D cache (black where it is empty).
         cache_mask: (N, H, W) bool, True where the cache render's alpha > 0.5.
+        latents: (1, C, T', h, w) float32 normalised teacher latents of the trajectory (teacher
+            scenes), else None.
     """
 
     rgb: Tensor
@@ -153,10 +181,12 @@ class ViewSet:
     camtoworlds: Tensor
     cache_rgb: Tensor
     cache_mask: Tensor
+    latents: Tensor | None = None
 
     def to_dict(self) -> dict[str, Tensor]:
-        """The fields by name."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The fields by name (``latents`` only when present)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass
@@ -216,8 +246,9 @@ class SceneSample:
 
 
 def _write_view_set(folder: Path, views: ViewSet) -> None:
-    """Write the five files of a :class:`ViewSet` into ``folder``."""
-    folder.mkdir(parents=True)
+    """Write the five files of a :class:`ViewSet` (and ``latents.npy`` when it has latents) into
+    ``folder`` (created if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "rgb.npy", views.rgb.numpy().astype(np.uint8))
     np.save(folder / "depth.npy", views.depth.numpy().astype(np.float32))
     np.savez(
@@ -227,19 +258,32 @@ def _write_view_set(folder: Path, views: ViewSet) -> None:
     )
     np.save(folder / "cache_rgb.npy", views.cache_rgb.numpy().astype(np.uint8))
     np.save(folder / "cache_mask.npy", views.cache_mask.numpy().astype(bool))
+    if views.latents is not None:
+        np.save(folder / LATENTS_FILE, views.latents.detach().cpu().numpy().astype(np.float32))
+
+
+def _write_input(folder: Path, rgb: Tensor, depth: Tensor, K: Tensor, camtoworld: Tensor) -> None:
+    """Write the ``input/`` files into ``folder`` (created if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb.numpy().astype(np.uint8)).save(folder / "rgb.png")
+    np.save(folder / "depth.npy", depth.numpy().astype(np.float32))
+    camera = {
+        "K": K.to(torch.float32).tolist(),
+        "camtoworld": camtoworld.to(torch.float32).tolist(),
+    }
+    (folder / "camera.json").write_text(json.dumps(camera, indent=2))
 
 
 def _write_contents(folder: Path, sample: SceneSample) -> None:
     """Write every file of ``sample`` into the (existing, empty) ``folder``."""
     (folder / "meta.json").write_text(json.dumps(sample.meta, indent=2, sort_keys=True))
-    (folder / "input").mkdir()
-    Image.fromarray(sample.input_rgb.numpy().astype(np.uint8)).save(folder / "input" / "rgb.png")
-    np.save(folder / "input" / "depth.npy", sample.input_depth.numpy().astype(np.float32))
-    camera = {
-        "K": sample.input_K.to(torch.float32).tolist(),
-        "camtoworld": sample.input_camtoworld.to(torch.float32).tolist(),
-    }
-    (folder / "input" / "camera.json").write_text(json.dumps(camera, indent=2))
+    _write_input(
+        folder / "input",
+        sample.input_rgb,
+        sample.input_depth,
+        sample.input_K,
+        sample.input_camtoworld,
+    )
     for name, views in sample.trajectories.items():
         _write_view_set(folder / "trajectories" / name, views)
     if sample.heldout is not None:
@@ -257,12 +301,50 @@ def write_scene(path: str | os.PathLike[str], sample: SceneSample) -> Path:
     return write_folder_atomically(path, lambda tmp: _write_contents(tmp, sample), overwrite=False)
 
 
+def write_scene_input(
+    scene_dir: str | os.PathLike[str], rgb: Tensor, depth: Tensor, K: Tensor, camtoworld: Tensor
+) -> Path:
+    """Write ``scene_dir/input/`` atomically (a teacher scene's first part): ``rgb.png`` from
+    (H, W, 3) uint8, ``depth.npy`` from (H, W) meters, ``camera.json`` from the (3, 3) pixel
+    intrinsics and the (4, 4) camera-to-world pose.
+
+    Raises:
+        FileExistsError: the folder exists (written by another process): nothing is changed.
+    """
+    return write_folder_atomically(
+        Path(scene_dir) / "input",
+        lambda tmp: _write_input(tmp, rgb, depth, K, camtoworld),
+        overwrite=False,
+    )
+
+
+def write_trajectory(scene_dir: str | os.PathLike[str], name: str, views: ViewSet) -> Path:
+    """Write ``scene_dir/trajectories/<name>/`` atomically (one part of a teacher scene).
+
+    Raises:
+        FileExistsError: the folder exists: nothing is changed.
+    """
+    target = Path(scene_dir) / "trajectories" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_folder_atomically(target, lambda tmp: _write_view_set(tmp, views), overwrite=False)
+
+
+def write_scene_meta(scene_dir: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """Write ``scene_dir/meta.json`` atomically: the last part of a teacher scene, which makes it
+    complete (:func:`list_scenes`). Writing the same content twice is harmless."""
+    return write_text_atomic(
+        Path(scene_dir) / "meta.json", json.dumps(meta, indent=2, sort_keys=True)
+    )
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     """Delete the temporary scene folders killed writers left in ``folder``; returns how many.
 
     Removes :mod:`lyra_core.utils.atomic`'s temporaries
     (:func:`~lyra_core.utils.atomic.sweep_stale_temp_files`) and the ``.tmp-*`` folders of
-    the writer before it. Only call this when no writer is running on ``folder``.
+    the writer before it, also inside incomplete teacher scenes (a ``scene_*`` folder without
+    ``meta.json``, and its ``trajectories/``). Only call this when no writer is running on
+    ``folder``.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -270,7 +352,12 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     legacy = [p for p in folder.iterdir() if p.name.startswith(_LEGACY_TMP_PREFIX) and p.is_dir()]
     for p in legacy:
         shutil.rmtree(p, ignore_errors=True)
-    return len(legacy) + len(sweep_stale_temp_files(folder))
+    removed = len(legacy) + len(sweep_stale_temp_files(folder))
+    for scene in folder.glob("scene_*"):
+        if scene.is_dir() and not (scene / "meta.json").is_file():
+            removed += len(sweep_stale_temp_files(scene))
+            removed += len(sweep_stale_temp_files(scene / "trajectories"))
+    return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,8 +366,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
 
 
 def _load_view_set(folder: Path) -> ViewSet:
-    """Read the five files of a :class:`ViewSet` from ``folder``."""
+    """Read the five files of a :class:`ViewSet` (and ``latents.npy`` if any) from ``folder``."""
     cameras = np.load(folder / "cameras.npz")
+    latents = folder / LATENTS_FILE
     return ViewSet(
         rgb=torch.from_numpy(np.load(folder / "rgb.npy")),
         depth=torch.from_numpy(np.load(folder / "depth.npy")),
@@ -288,6 +376,7 @@ def _load_view_set(folder: Path) -> ViewSet:
         camtoworlds=torch.from_numpy(cameras["camtoworlds"]),
         cache_rgb=torch.from_numpy(np.load(folder / "cache_rgb.npy")),
         cache_mask=torch.from_numpy(np.load(folder / "cache_mask.npy")),
+        latents=torch.from_numpy(np.load(latents)) if latents.is_file() else None,
     )
 
 
@@ -381,15 +470,35 @@ def scene_inputs(sample: SceneSample) -> tuple[Tensor, Tensor, Tensor]:
     return videos, torch.stack([v.camtoworlds for v in views]), torch.stack([v.Ks for v in views])
 
 
+def scene_latents(sample: SceneSample) -> tuple[Tensor, Tensor, Tensor] | None:
+    """A teacher scene's decoder inputs: its latents read as stored (no re-encoding), as Lyra
+    trains on the teacher's latents.
+
+    Returns:
+        ``(latents (V, T', C, h, w) normalised, camtoworlds (V, N, 4, 4), Ks (V, N, 3, 3))`` in
+        trajectory order, or None when a trajectory has no latents (a procedural scene).
+    """
+    views = list(sample.trajectories.values())
+    if not views or any(v.latents is None for v in views):
+        return None
+    latents = torch.stack([v.latents[0].transpose(0, 1) for v in views]).float()
+    scale = float(sample.meta.get("latent_scale", 1.0))
+    return (
+        latents / scale,
+        torch.stack([v.camtoworlds for v in views]),
+        torch.stack([v.Ks for v in views]),
+    )
+
+
 def scene_targets(sample: SceneSample, frames_per_trajectory: int = 1) -> TargetViews:
     """Supervision from a scene: the last ``frames_per_trajectory`` frames of every trajectory
-    (what the cache cannot show) and all held-out views."""
-    sets = [v for v in sample.trajectories.values()]
+    (what the cache cannot show; the teacher's decoded frames in a teacher scene) and all
+    held-out views (when the scene has them)."""
+    sets = list(sample.trajectories.values())
     pick = slice(-frames_per_trajectory, None)
-    rgb = [v.rgb[pick] for v in sets] + [sample.heldout.rgb]
-    depth = [v.depth[pick] for v in sets] + [sample.heldout.depth]
-    poses = [v.camtoworlds[pick] for v in sets] + [sample.heldout.camtoworlds]
-    Ks = [v.Ks[pick] for v in sets] + [sample.heldout.Ks]
-    return TargetViews(
-        torch.cat(rgb).float() / 255.0, torch.cat(depth), torch.cat(poses), torch.cat(Ks)
-    )
+    views = [(v.rgb[pick], v.depth[pick], v.camtoworlds[pick], v.Ks[pick]) for v in sets]
+    if sample.heldout is not None:
+        held = sample.heldout
+        views.append((held.rgb, held.depth, held.camtoworlds, held.Ks))
+    rgb, depth, poses, Ks = (torch.cat(parts) for parts in zip(*views, strict=True))
+    return TargetViews(rgb.float() / 255.0, depth, poses, Ks)

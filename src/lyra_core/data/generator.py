@@ -27,6 +27,14 @@ skipped)::
         --workers 2 --frames 17 --width 64 --height 48 --seed-offset 0
 
 or ``python -m lyra_core.data.generator`` with the same options.
+
+With ``--teacher gen3c`` it makes teacher scenes instead, one per image of ``--images``
+(:mod:`lyra_core.data.teacher`; ``--width``, ``--height`` and ``--frames`` default to GEN3C's
+1280 x 704 x 121), sharded over the processes of ``accelerate launch``::
+
+    lyra generate --teacher gen3c --images photos/ --depth depths/ --teacher-path models/gen3c \
+        --out data/teacher --split train
+    accelerate launch --num_processes 8 -m lyra_core.cli generate --teacher gen3c ...
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from lyra_core.data.format import (
     write_scene,
 )
 from lyra_core.data.layouts import LAYOUT_KINDS, Layout, layout_gaussians, random_layout
+from lyra_core.data.teacher import TeacherDataConfig
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
 from lyra_core.geometry.transforms import look_at
@@ -71,6 +80,9 @@ __all__ = [
     "main",
     "write_generated_scene",
 ]
+
+TEACHER_NAMES = ("gen3c",)
+"""Teachers ``lyra generate --teacher`` knows."""
 
 #: Bumped whenever the same seed and config would produce different data.
 GENERATOR_VERSION = 1
@@ -503,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("data/procedural"), help="data root (default: %(default)s)"
     )
     parser.add_argument(
-        "--num-scenes", type=_count(1), required=True, help="scenes the split should hold"
+        "--num-scenes",
+        type=_count(1),
+        help="scenes the split should hold (procedural data: required)",
     )
     parser.add_argument(
         "--split",
@@ -517,23 +531,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="worker processes; 0 or 1 generates in this process (default: %(default)s)",
     )
+    teacher = TeacherDataConfig()
     parser.add_argument(
         "--frames",
         type=_count(2),
-        default=defaults.num_frames,
-        help="frames per trajectory, frame 0 being the input view (default: %(default)s)",
+        help="frames per trajectory, frame 0 being the input view (default: "
+        f"{defaults.num_frames}; teacher: {teacher.num_frames})",
     )
     parser.add_argument(
         "--width",
         type=_count(1),
-        default=defaults.width,
-        help="image width, pixels (default: %(default)s)",
+        help=f"image width, pixels (default: {defaults.width}; teacher: {teacher.width})",
     )
     parser.add_argument(
         "--height",
         type=_count(1),
-        default=defaults.height,
-        help="image height, pixels (default: %(default)s)",
+        help=f"image height, pixels (default: {defaults.height}; teacher: {teacher.height})",
     )
     parser.add_argument(
         "--seed-offset",
@@ -572,21 +585,123 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the Lyra trajectories, 1 = Lyra's magnitudes (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = parser.add_argument_group(
+        "teacher data",
+        "one scene per image made by a video diffusion teacher (lyra_core.data.teacher); "
+        "shard over processes with: accelerate launch -m lyra_core.cli generate ...",
+    )
+    group.add_argument(
+        "--teacher", choices=TEACHER_NAMES, help="make teacher scenes with this teacher"
+    )
+    group.add_argument("--images", type=Path, help="folder of input images, one scene each")
+    group.add_argument(
+        "--depth",
+        type=Path,
+        help="folder of depth maps named like the images: NAME.npy (meters) or NAME.png "
+        "(16-bit millimetres)",
+    )
+    group.add_argument(
+        "--depth-estimator",
+        metavar="MODULE:FUNCTION",
+        help="Python callable rgb (H, W, 3) uint8 -> depth (H, W) meters, for images without "
+        "a depth file",
+    )
+    group.add_argument(
+        "--teacher-path", type=Path, help="the teacher's pipeline folder (Gen3CPipeline)"
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep each teacher model on the CPU except while it runs (less GPU memory)",
+    )
+    group.add_argument(
+        "--steps",
+        type=_count(1),
+        default=teacher.num_inference_steps,
+        help="the teacher's sampling steps (default: %(default)s)",
+    )
+    group.add_argument(
+        "--guidance",
+        type=float,
+        default=teacher.guidance_scale,
+        help="the teacher's guidance scale (default: %(default)s)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``lyra generate``: returns 0, 1 when a scene failed (each is listed), or 2 for invalid
     settings (one line on stderr)."""
-    args = build_parser().parse_args(argv)
-    return run_command("lyra generate", lambda: _run(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.teacher is None:
+        teacher_only = [
+            f"--{name.replace('_', '-')}"
+            for name in ("images", "depth", "depth_estimator", "teacher_path")
+            if getattr(args, name) is not None
+        ]
+        if teacher_only:
+            parser.error(f"{', '.join(teacher_only)} need --teacher")
+        if args.num_scenes is None:
+            parser.error("the procedural generator needs --num-scenes")
+        return run_command("lyra generate", lambda: _run(args))
+    if args.images is None or args.teacher_path is None:
+        parser.error("--teacher needs --images and --teacher-path")
+    return run_command("lyra generate", lambda: _run_teacher(args))
+
+
+def _run_teacher(args: argparse.Namespace) -> int:
+    """``lyra generate --teacher gen3c``: this process's share of the teacher scenes."""
+    from lyra_core.data.teacher import generate_teacher_split, load_depth_estimator
+
+    defaults = TeacherDataConfig()
+    config = TeacherDataConfig(
+        width=args.width or defaults.width,
+        height=args.height or defaults.height,
+        num_frames=args.frames or defaults.num_frames,
+        fov_y=args.fov,
+        movement_scale=args.movement_scale,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+    )
+    if not args.teacher_path.is_dir():
+        raise DataError(f"--teacher-path {args.teacher_path}: no such folder")
+    estimator = None if args.depth_estimator is None else load_depth_estimator(args.depth_estimator)
+    summary = generate_teacher_split(
+        args.out,
+        args.images,
+        str(args.teacher_path),
+        config,
+        depth_dir=args.depth,
+        depth_estimator=estimator,
+        split=args.split,
+        seed_offset=args.seed_offset,
+        progress=not args.no_progress,
+        offload=args.offload,
+    )
+    per_unit = summary["seconds_per_trajectory"]
+    timing = "" if per_unit is None else f", {per_unit:.2f} s/trajectory"
+    process = (
+        f"process {summary['process']}/{summary['num_processes']}: "
+        if summary["num_processes"] > 1
+        else ""
+    )
+    print(
+        f"{args.split}: {process}generated {summary['generated']} trajectories, skipped "
+        f"{summary['skipped']}, failed {len(summary['failed'])}{timing}; "
+        f"{summary['complete']}/{summary['scenes']} scenes complete"
+    )
+    for unit, error in summary["failed"].items():
+        print(f"  {unit}: {error}")
+    return 1 if summary["failed"] else 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    defaults = GeneratorConfig()
     config = GeneratorConfig(
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
+        width=args.width or defaults.width,
+        height=args.height or defaults.height,
+        num_frames=args.frames or defaults.num_frames,
         num_heldout=args.heldout,
         num_gaussians=args.gaussians,
         fov_y=args.fov,

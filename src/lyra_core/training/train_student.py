@@ -22,6 +22,20 @@ The loop (seeding, accelerate, resume, schedule, logging, cadences) is
 The perceptual loss term and ``val_perceptual`` use the metric named by ``perceptual``
 (:func:`lyra_core.models.perceptual.metric.load_perceptual`: ST-LPIPS AlexNet by default, ``none``
 for none).
+
+**Teacher data** (``lyra generate --teacher gen3c``, :mod:`lyra_core.data.teacher`): as Lyra
+does, the decoder reads the teacher's stored latents directly (no video is encoded) and is
+supervised by the teacher's decoded frames (the trajectories' ``rgb``; depth: the 3D cache's,
+where it covers). Scenes without latents (procedural data) go through the VAE as before. The
+decoder is this package's (``architecture: student``) or Lyra-1's (``architecture: lyra1``,
+:class:`~lyra_core.models.lyra1.Lyra1Decoder`: raw latents plus VAE-encoded Plucker rays; its
+views in Lyra-1's order, :data:`~lyra_core.pipelines.lyra1.LYRA1_VIEW_ORDER`), e.g.
+``config/train_lyra1_teacher.yaml``. Scenes without held-out views (teacher scenes) are
+validated on the last frame of every trajectory.
+
+**Data parallel**: under ``accelerate launch --num_processes P`` process ``r`` trains on the
+``r``-th of P scenes drawn per step from the shared data generator (so the P processes see
+different scenes and a resumed run the same ones), and accelerate averages the gradients.
 """
 
 from __future__ import annotations
@@ -31,23 +45,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from torch import Tensor, nn
 
-from lyra_core.data.format import TargetViews, list_scenes, load_scene, scene_targets
+from lyra_core.data.format import (
+    SceneSample,
+    TargetViews,
+    list_scenes,
+    load_scene,
+    scene_inputs,
+    scene_latents,
+    scene_targets,
+)
 from lyra_core.evaluation.evaluate import render_heldout, student_method
 from lyra_core.evaluation.metrics import image_metrics
-from lyra_core.models.decoder import LyraDecoder, LyraDecoderConfig
+from lyra_core.geometry.cameras import Cameras
+from lyra_core.models.decoder import DecoderOutput, LyraDecoderConfig
+from lyra_core.models.lyra1 import Lyra1Decoder, build_decoder, encode_plucker, load_decoder
 from lyra_core.models.perceptual.metric import PerceptualMetric, load_perceptual
 from lyra_core.models.vae import VideoVAE
+from lyra_core.pipelines.lyra1 import LYRA1_VIEW_ORDER
 from lyra_core.pipelines.student import DECODER_FOLDER, STUDENT_CONFIG_NAME, LyraStudent
+from lyra_core.rendering import render
 from lyra_core.training.config import (
     config_from_args,
     load_yaml_dataclass,
     training_parser,
 )
-from lyra_core.training.distill import distillation_loss
+from lyra_core.training.distill import distillation_loss, pixel_aligned_terms
 from lyra_core.training.lineage import DECODER_PRESETS, LINEAGE_NAME, write_lineage
-from lyra_core.training.losses import LossWeights
+from lyra_core.training.losses import LossWeights, lyra_loss
 from lyra_core.training.trainer import Trainer, TrainingTask
 from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
@@ -57,11 +84,12 @@ from lyra_core.utils.media import contact_sheet, to_uint8, write_png
 class TrainConfig:
     """Training settings (the YAML file's keys)."""
 
-    data_dir: str = "data/procedural"
+    data_dir: str = "data/procedural"  # procedural or teacher scenes (or both)
     out_dir: str = "outputs/train"
     decoder: str = "tiny"  # preset (tiny, reference), a decoder folder or a student folder
+    # e.g. {architecture: lyra1, mamba_layout: shared, norm_eps: 1.0e-6}: Lyra-1's decoder
     decoder_overrides: dict = field(default_factory=dict)
-    vae: str = "tiny"  # "tiny" or a diffusers VAE folder
+    vae: str = "tiny"  # "tiny" or a diffusers VAE folder (teacher data: the teacher's VAE)
     steps: int = 1000
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -110,13 +138,101 @@ def build_student(config: TrainConfig) -> LyraStudent:
             decoder_config = LyraDecoderConfig(**{**base, **config.decoder_overrides})
         except (TypeError, ValueError) as err:
             raise ConfigError(f"decoder_overrides {config.decoder_overrides}: {err}") from err
-        decoder = LyraDecoder(decoder_config)
+        decoder = build_decoder(decoder_config)
     else:
         folder = Path(config.decoder)
         if (folder / STUDENT_CONFIG_NAME).is_file():
             folder = folder / DECODER_FOLDER
-        decoder = LyraDecoder.from_pretrained(folder)
+        decoder = load_decoder(folder)
+    if isinstance(decoder, Lyra1Decoder) and not decoder.config.use_time_embedding:
+        # unused by the static model: frozen, so data-parallel training expects no gradient
+        decoder.time_embed.requires_grad_(False)
+        decoder.target_time_embed.requires_grad_(False)
     return LyraStudent(vae, decoder)
+
+
+def reads_latents_only(student: LyraStudent) -> bool:
+    """Whether the decoder needs the latent path (:func:`decode_latents`) for every scene
+    (Lyra-1's decoder; this package's decodes procedural scenes through the student)."""
+    return isinstance(_unwrap(student.decoder), Lyra1Decoder)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The module inside accelerate's / DDP's wrapper."""
+    return getattr(module, "module", module)
+
+
+def decoder_inputs(student: LyraStudent, sample: SceneSample) -> tuple[Tensor, Tensor, Tensor]:
+    """``(latents (V, T', C, h, w) normalised, camtoworlds (V, N, 4, 4), Ks (V, N, 3, 3))`` of
+    a scene on the VAE's device: a teacher scene's stored latents as they are, else its 3D-cache
+    videos encoded by the frozen VAE."""
+    device = student.vae.latents_mean.device
+    stored = scene_latents(sample)
+    if stored is not None:
+        return tuple(t.to(device) for t in stored)
+    videos, camtoworlds, Ks = (t.to(device) for t in scene_inputs(sample))
+    return student.encode(videos), camtoworlds, Ks
+
+
+def decode_latents(
+    student: LyraStudent, latents: Tensor, camtoworlds: Tensor, Ks: Tensor
+) -> DecoderOutput:
+    """Decode normalised latents (V, T', C, h, w) of V trajectories with their cameras
+    (V, N, 4, 4) and (V, N, 3, 3), with gradients to ``student.decoder``.
+
+    This package's decoder reads them as :meth:`LyraStudent.decode`; Lyra-1's reads the raw
+    latents and the VAE-encoded Plucker rays of every frame (no gradient through the VAE), its
+    six views in :data:`LYRA1_VIEW_ORDER`.
+
+    Returns:
+        Gaussians with leading dims (1, V, T', H, W) (Lyra-1: (1, V, N, h, w)).
+    """
+    if not reads_latents_only(student):
+        return student.decode(latents, camtoworlds, Ks)
+    if latents.shape[0] == len(LYRA1_VIEW_ORDER):
+        order = list(LYRA1_VIEW_ORDER)
+        latents, camtoworlds, Ks = latents[order], camtoworlds[order], Ks[order]
+    factor = student.vae.spatial_factor
+    height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+    with torch.no_grad():
+        raw = student.vae.denormalize(latents)
+        plucker = encode_plucker(student.vae, camtoworlds[None], Ks[None], height, width)
+    return student.decoder(raw[None], plucker, camtoworlds[None], Ks[None])
+
+
+def latent_distillation_loss(
+    student: LyraStudent,
+    sample: SceneSample,
+    targets: TargetViews,
+    weights: LossWeights,
+    perceptual=None,
+    prune_ratio: float = 0.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """Lyra's loss on a scene read as latents (:func:`decoder_inputs`, :func:`decode_latents`):
+    the Gaussians rendered at the target cameras against the targets (a teacher scene: the
+    teacher's decoded frames), pruned as :func:`~lyra_core.training.distill.distillation_loss`
+    prunes, plus the pixel-aligned terms where weighted (this package's decoder only)."""
+    output = decode_latents(student, *decoder_inputs(student, sample))
+    gaussians = output.to_gaussians()
+    kept = gaussians.prune_by_opacity(prune_ratio) if prune_ratio > 0 else gaussians
+    height, width = targets.rgb.shape[1:3]
+    device = gaussians.means.device
+    cameras = Cameras(targets.camtoworlds.to(device), targets.Ks.to(device), width, height)
+    rendered = render(kept, cameras, background=sample.background)
+    loss, terms = lyra_loss(
+        rendered.rgb,
+        targets.rgb.to(device),
+        rendered.depth[..., 0],
+        targets.depth.to(device),
+        gaussians.opacities,
+        weights,
+        perceptual,
+    )
+    if not reads_latents_only(student):
+        for name, value in pixel_aligned_terms(student, sample, output, weights).items():
+            loss = loss + getattr(weights, name) * value
+            terms[name] = float(value.detach())
+    return loss, terms
 
 
 def validate(
@@ -133,8 +249,11 @@ def validate(
     world = student_method(student)
     for index, scene_dir in enumerate(scene_dirs):
         sample = load_scene(scene_dir)
-        rendered = render_heldout(world(sample), sample)
-        target = (sample.heldout.rgb.float() / 255.0).to(rendered.device)
+        if sample.heldout is None or reads_latents_only(student):
+            rendered, target = _render_targets(student, sample)
+        else:
+            rendered = render_heldout(world(sample), sample)
+            target = (sample.heldout.rgb.float() / 255.0).to(rendered.device)
         if index == 0:
             sheet = contact_sheet(
                 [[to_uint8(t) for t in target], [to_uint8(r) for r in rendered]],
@@ -145,6 +264,20 @@ def validate(
             key = "perceptual" if perceptual is not None and metric == perceptual.name else metric
             scores.setdefault(f"val_{key}", []).append(value)
     return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+def _render_targets(student: LyraStudent, sample: SceneSample) -> tuple[Tensor, Tensor]:
+    """Renders (pruned by the decoder's ``prune_ratio``) and targets in [0, 1], (K, H, W, 3),
+    of the scene's held-out views, or of the last frame of every trajectory without them."""
+    targets = scene_targets(sample, 1)
+    with torch.no_grad():
+        output = decode_latents(student, *decoder_inputs(student, sample))
+        gaussians = output.to_gaussians(prune_ratio=student.decoder.config.prune_ratio)
+        height, width = targets.rgb.shape[1:3]
+        device = gaussians.means.device
+        cameras = Cameras(targets.camtoworlds.to(device), targets.Ks.to(device), width, height)
+        rendered = render(gaussians, cameras, background=sample.background).rgb.clamp(0, 1)
+    return rendered, targets.rgb.to(device)
 
 
 def select_views(targets: TargetViews, count: int | None, rng: torch.Generator) -> TargetViews:
@@ -191,12 +324,17 @@ class StudentTask(TrainingTask):
 
     def loss(self, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         config = self.config
-        scene = self.train_scenes[int(torch.randint(len(self.train_scenes), (1,), generator=rng))]
-        sample = load_scene(scene)
+        state = PartialState()
+        draws = torch.randint(len(self.train_scenes), (state.num_processes,), generator=rng)
+        sample = load_scene(self.train_scenes[int(draws[state.process_index])])
         targets = select_views(
             scene_targets(sample, config.frames_per_trajectory), config.target_views, rng
         )
-        return distillation_loss(
+        if scene_latents(sample) is not None or reads_latents_only(self.student):
+            loss = latent_distillation_loss
+        else:
+            loss = distillation_loss
+        return loss(
             self.student,
             sample,
             targets,
@@ -216,7 +354,7 @@ class StudentTask(TrainingTask):
         model.save_pretrained(folder / DECODER_FOLDER)
 
     def load(self, folder: Path) -> None:
-        saved = LyraDecoder.from_pretrained(folder / DECODER_FOLDER)
+        saved = load_decoder(folder / DECODER_FOLDER)
         try:
             self.student.decoder.load_state_dict(saved.state_dict())
         except RuntimeError as err:
