@@ -1,20 +1,29 @@
 """``lyra teacher``: tools for the GEN3C teacher.
 
-    lyra teacher encode-text --t5 checkpoints/t5-11b --out models/gen3c/text_embeddings.safetensors
+    lyra teacher encode-text --t5 checkpoints/google-t5/t5-11b \
+        --out models/gen3c/text_embeddings.safetensors
 
-``encode-text`` computes the teacher's two constant T5 embeddings once: the prompt (empty, as
-Lyra generates its data) and the negative prompt (Cosmos' default, diffusers'
-``DEFAULT_NEGATIVE_PROMPT``), each padded to 512 tokens and zero after its own tokens, and writes
-them atomically (:func:`lyra_core.models.gen3c.save_text_embeddings`). The T5 folder is a local
-Hugging Face folder of the encoder (``T5EncoderModel``, Cosmos: t5-11b) and its tokenizer;
-nothing is downloaded. It needs the ``transformers`` package (and ``sentencepiece`` for T5's
-tokenizer), which ``lyra_core`` does not install: without it the command stops with one line.
-Generation (:class:`lyra_core.pipelines.gen3c.Gen3CPipeline`) reads the file and never loads T5.
+``encode-text`` computes the teacher's two constant T5 embeddings once, as GEN3C's inference
+does (Cosmos-Predict1's T5 text encoder): the prompt (empty, as Lyra generates its data) and
+the negative prompt (GEN3C's default, the same text as diffusers' ``DEFAULT_NEGATIVE_PROMPT``),
+each encoded on its own, padded to 512 tokens and zero from its own token count on
+(:func:`lyra_core.models.gen3c.encode_prompts`), and writes them atomically
+(:func:`lyra_core.models.gen3c.save_text_embeddings`).
+
+The T5 folder is a local Hugging Face folder (GEN3C downloads ``google-t5/t5-11b``): config.json
+of a ``t5`` model, its weights (``model.safetensors`` or ``pytorch_model.bin``; a full
+encoder-decoder checkpoint is fine, the decoder is skipped) and the tokenizer
+(``tokenizer.json``; a folder with only ``spiece.model`` needs the ``protobuf`` package too).
+Nothing is downloaded, and a folder whose encoder weights are incomplete is refused. It needs
+the ``transformers`` package (a dependency of ``lyra_core``); without it the command stops with
+one line. Generation (:class:`lyra_core.pipelines.gen3c.Gen3CPipeline`) reads the file and never
+loads T5.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -29,28 +38,70 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _load_t5(folder: Path, dtype: torch.dtype):
-    """(tokenizer, encoder) from a local folder; LyraError without ``transformers``."""
+    """(tokenizer, encoder) from a local folder, as GEN3C loads them (``T5TokenizerFast``,
+    ``T5EncoderModel``); CheckpointError for a folder that is not a complete T5."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import T5EncoderModel, T5TokenizerFast
+        from transformers.utils import logging as hf_logging
     except ImportError as err:
         raise LyraError(
-            "encode-text needs the 'transformers' package (with 'sentencepiece'), which is not "
-            "installed: pip install transformers sentencepiece"
+            "encode-text needs the 'transformers' package, which is not installed: "
+            "pip install transformers"
         ) from err
-    if not (folder / "config.json").is_file():
+    if not folder.is_dir():
+        raise CheckpointError(f"no T5 folder at {folder}")
+    config = folder / "config.json"
+    if not config.is_file():
         raise CheckpointError(f"no T5 model at {folder}: config.json is missing")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        encoder = T5EncoderModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, ImportError) as err:
-        message = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"T5 at {folder}: {message}") from err
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise CheckpointError(f"{config}: not a model configuration ({err})") from err
+    if model_type != "t5":
+        raise CheckpointError(f"{folder}: a {model_type!r} model, not T5 (model_type 't5')")
+    has_json = (folder / "tokenizer.json").is_file()
+    if not has_json and not (folder / "spiece.model").is_file():
+        raise CheckpointError(f"no T5 tokenizer at {folder}: tokenizer.json is missing")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its loading report: refused below in one line instead
+    try:
+        tokenizer = T5TokenizerFast.from_pretrained(folder, local_files_only=True)
+        encoder, info = T5EncoderModel.from_pretrained(
+            folder,
+            dtype=dtype,
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # listed in info, refused below
+        )
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
+        hint = "" if has_json else " (converting spiece.model needs sentencepiece and protobuf)"
+        raise CheckpointError(f"T5 at {folder}{hint}: {_one_line(err)}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    mis_shaped = {key[0] if isinstance(key, tuple) else key for key in info["mismatched_keys"]}
+    problems = [
+        f"{len(keys)} {kind} weights (e.g. {sorted(keys)[0]})"
+        for kind, keys in (("missing", info["missing_keys"]), ("mis-shaped", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"T5 encoder at {folder}: {', '.join(problems)}")
+    if len(tokenizer) > encoder.config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens, the encoder embeds "
+            f"{encoder.config.vocab_size}: not one T5"
+        )
     return tokenizer, encoder.eval()
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
 def default_negative_prompt() -> str:
-    """Cosmos' default negative prompt, as diffusers' Cosmos pipelines define it."""
+    """GEN3C's default negative prompt (its inference scripts' ``--negative_prompt``), which
+    diffusers' Cosmos pipelines define as the same text."""
     from diffusers.pipelines.cosmos.pipeline_cosmos_video2world import DEFAULT_NEGATIVE_PROMPT
 
     return DEFAULT_NEGATIVE_PROMPT
@@ -76,11 +127,15 @@ def encode_text(
         return encoder(tokens_in.to(device), attention_mask=attention_mask.to(device))
 
     embeds = encode_prompts(tokenizer, run, [prompt, negative], max_sequence_length).cpu()
-    out = Path(out)
-    if out.is_dir():
-        out = out / TEXT_EMBEDDINGS_NAME
+    folder = Path(out).is_dir() or os.fspath(out).endswith(("/", os.sep))
+    out = Path(out) / TEXT_EMBEDDINGS_NAME if folder else Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"prompt": prompt, "negative_prompt": negative, "t5": Path(t5).name}
+    metadata = {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "t5": Path(t5).name,
+        "max_sequence_length": str(max_sequence_length),
+    }
     return save_text_embeddings(out, embeds[:1], embeds[1:], metadata)
 
 
@@ -104,9 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument(
         "--out",
-        type=Path,
-        required=True,
-        help=f"file to write (a folder gets {TEXT_EMBEDDINGS_NAME} inside)",
+        required=True,  # a str: a trailing / marks a folder
+        help=f"file to write (a folder, or a path ending in /, gets {TEXT_EMBEDDINGS_NAME})",
     )
     encode.add_argument("--prompt", default="", help="the prompt (default: empty, as Lyra)")
     encode.add_argument(
