@@ -8,8 +8,9 @@ Every problem raises :class:`ParameterError` naming the parameter; the node turn
 line on stderr and exit code 2.
 
 Parameters the node reads again while running (``build_on_first_image``, ``use_depth``,
-``default_fov_deg``, ``point_cloud_max_points``, ``max_render_pixels``) may be changed at run
-time within their ranges; the others are read-only (they take effect at start-up only).
+``default_fov_deg``, ``point_cloud_max_points``, ``max_render_pixels``, ``playback``,
+``time_mode``) may be changed at run time within their ranges (or choices: a set outside them
+is refused); the others are read-only (they take effect at start-up only).
 
 What a peer on the DDS domain may make the node touch is bounded here too (all read-only):
 ``world_dir`` (the only folder ``~/save_world`` and ``~/load_world`` use, :mod:`lyra_ros.paths`),
@@ -23,6 +24,13 @@ The mapping parameters (``refine``, ``max_gaussians``, ``mapping_stride``, ``key
 ``max_frames_per_second``, ``max_mapping_load``, ``map_publish_period``, ``pose_timeout``) bound
 what fusing the camera feed into the world may cost (:mod:`lyra_ros.mapping_worker`); they come
 back as :class:`MappingParameters`.
+
+4D worlds (:mod:`lyra_ros.playback`): ``playback``, ``time_scale``, ``playback_start`` and
+``time_mode`` say how a world with time plays on ROS time (:class:`PlaybackParameters`);
+``record_max_frames`` bounds a recording of the feed (``~/start_recording``), whose
+:class:`~lyra_core.mapping.dynamic.DynamicMapper` settings come from the depth and mapping
+parameters (``min_depth``, ``max_depth``, ``opacity``, ``orient``, ``mapping_stride``,
+``max_gaussians``, ``background``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
@@ -44,12 +57,14 @@ from rclpy.parameter import Parameter
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from lyra_core.geometry.cameras import Intrinsics
+from lyra_core.mapping.dynamic import DynamicMapperConfig, static_map_config
 from lyra_core.mapping.gaussian_map import MapConfig
 from lyra_core.mapping.world_builder import FILL_BORDER, WORLD_SOURCES, BuildOptions
 from lyra_core.scene.rgbd import ORIENTATIONS
 from lyra_core.utils.errors import LyraError
 from lyra_ros.mapping_worker import MappingSettings
 from lyra_ros.paths import PathRefusedError, WorldFiles, check_checkpoint
+from lyra_ros.playback import PLAYBACK_MODES, PLAYBACK_STARTS, TIME_MODES
 from lyra_ros.sim_camera import SimCamera
 
 __all__ = [
@@ -59,6 +74,7 @@ __all__ = [
     "NODE_WORLD_SOURCES",
     "MappingParameters",
     "ParameterError",
+    "PlaybackParameters",
     "WorldParameters",
     "declare_world_parameters",
 ]
@@ -91,6 +107,9 @@ MAX_IMAGE_SIDE = 16384
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
+RUNTIME_CHOICES = {"playback": PLAYBACK_MODES, "time_mode": TIME_MODES}
+"""String parameters that may change at run time, and their choices."""
+
 
 class ParameterError(LyraError, ValueError):
     """A node parameter has a bad value; the message starts with the parameter's name.
@@ -119,6 +138,23 @@ class WorldParameters:
     files: WorldFiles
     max_input_pixels: int
     depth_sync_tolerance: float
+    playback: PlaybackParameters
+    recording: DynamicMapperConfig
+
+
+@dataclass(frozen=True)
+class PlaybackParameters:
+    """How 4D worlds play on ROS time (:mod:`lyra_ros.playback`); ``playback`` and
+    ``time_mode`` are read again at every render (they may change at run time).
+
+    Attributes:
+        time_scale: world seconds per ROS second.
+        start_on_serve: world time starts when a world is served (``playback_start: build``);
+            False: at ``~/start_playback``.
+    """
+
+    time_scale: float
+    start_on_serve: bool
 
 
 @dataclass(frozen=True)
@@ -303,6 +339,43 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
         0.2,
         "Mapping: seconds a frame waits for its tf pose at its stamp before it is skipped.",
         (0.0, 10.0),
+        True,
+    ),
+    (
+        "playback",
+        "loop",
+        "4D worlds at their end: loop (start over), hold (keep the last state) or once (then "
+        "show nothing until ~/start_playback).",
+        None,
+        False,
+    ),
+    (
+        "time_scale",
+        1.0,
+        "4D worlds: world seconds per ROS second (the node clock; /clock with use_sim_time).",
+        (0.001, 1000.0),
+        True,
+    ),
+    (
+        "playback_start",
+        "build",
+        "4D worlds: world time starts when the world is served (build) or at ~/start_playback "
+        "(service).",
+        None,
+        True,
+    ),
+    (
+        "time_mode",
+        "step",
+        "4D worlds between their times: step (the nearest) or blend (cross-fade).",
+        None,
+        False,
+    ),
+    (
+        "record_max_frames",
+        64,
+        "~/start_recording: most frames a recording keeps for its 4D world (the newest).",
+        (1, 4096),
         True,
     ),
 )
@@ -522,6 +595,10 @@ def declare_world_parameters(node: Node) -> WorldParameters:
     _check_choice("world_source", value["world_source"], NODE_WORLD_SOURCES)
     _check_choice("image_transport", value["image_transport"], IMAGE_TRANSPORTS)
     _check_choice("orient", value["orient"], ORIENTATIONS)
+    _check_choice("playback_start", value["playback_start"], PLAYBACK_STARTS)
+    for name, choices in RUNTIME_CHOICES.items():
+        _check_choice(name, value[name], choices)
+    node.add_on_set_parameters_callback(_refuse_bad_choices)
     if not 0.0 < value["opacity"] < 1.0:
         raise ParameterError("opacity", f"must be in (0, 1), got {value['opacity']}")
     if 0.0 < value["max_depth"] <= value["min_depth"]:
@@ -570,17 +647,65 @@ def declare_world_parameters(node: Node) -> WorldParameters:
         files=WorldFiles(value["world_dir"], value["allow_any_path"]),
         max_input_pixels=value["max_input_pixels"],
         depth_sync_tolerance=value["depth_sync_tolerance"],
+        playback=PlaybackParameters(
+            time_scale=value["time_scale"], start_on_serve=value["playback_start"] == "build"
+        ),
+        recording=_recording_config(value, background),
+    )
+
+
+def _refuse_bad_choices(parameters: list[Parameter]) -> SetParametersResult:
+    """Refuse a run-time set of :data:`RUNTIME_CHOICES` outside their choices."""
+    for parameter in parameters:
+        choices = RUNTIME_CHOICES.get(parameter.name)
+        if choices is not None and parameter.value not in choices:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{parameter.name} must be one of {', '.join(choices)}, "
+                f"got {parameter.value!r}",
+            )
+    return SetParametersResult(successful=True)
+
+
+def _depth_limits(value: dict[str, Any]) -> tuple[float, float]:
+    """The map's valid depth range, meters: ``min_depth`` (at least
+    :data:`SMALLEST_MAP_DEPTH_M`) and ``max_depth`` (0: :data:`UNLIMITED_DEPTH_M`)."""
+    max_depth = value["max_depth"] if value["max_depth"] > 0 else UNLIMITED_DEPTH_M
+    return max(value["min_depth"], SMALLEST_MAP_DEPTH_M), max_depth
+
+
+def _recording_config(
+    value: dict[str, Any], background: tuple[float, float, float]
+) -> DynamicMapperConfig:
+    """The :class:`DynamicMapper` settings of ``~/start_recording`` (the map's depth, opacity,
+    stride and budget; no refinement, so that stopping a recording builds in seconds)."""
+    min_depth, max_depth = _depth_limits(value)
+    static = static_map_config(
+        max_gaussians=value["max_gaussians"],
+        pixel_stride=value["mapping_stride"],
+        new_opacity=value["opacity"],
+        min_depth=min_depth,
+        max_depth=max_depth,
+        orient=value["orient"],
+        background=background,
+    )
+    return DynamicMapperConfig(
+        max_frames=value["record_max_frames"],
+        map=static,
+        pixel_stride=value["mapping_stride"],
+        opacity=value["opacity"],
+        show_progress=False,
     )
 
 
 def _mapping_parameters(value: dict[str, Any], background: tuple[float, float, float]):
     """The mapping parameters as :class:`MappingParameters` (ranges already checked by ROS)."""
-    max_depth = value["max_depth"] if value["max_depth"] > 0 else UNLIMITED_DEPTH_M
+    min_depth, max_depth = _depth_limits(value)
     config = MapConfig(
         max_gaussians=value["max_gaussians"],
         pixel_stride=value["mapping_stride"],
         new_opacity=value["opacity"],
-        min_depth=max(value["min_depth"], SMALLEST_MAP_DEPTH_M),
+        min_depth=min_depth,
         max_depth=max_depth,
         keyframe_translation=value["keyframe_translation"],
         keyframe_rotation_deg=value["keyframe_rotation_deg"],

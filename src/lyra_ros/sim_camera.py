@@ -1,10 +1,16 @@
 """Simulated cameras: render the world at a tf frame's pose at a fixed rate and publish it.
 
 Each :class:`SimCamera` runs in its own thread (:class:`SimCameraThread`): look up
-``world_frame -> frame_id`` on tf (the newest pose), render, publish ``<topic>`` (rgb8),
-``<topic dir>/camera_info`` and optionally ``<topic dir>/depth`` (32FC1, meters), all stamped
-with the stamp of the pose rendered. Late frames are dropped, not queued. Rendering runs outside
-the executor: an executor thread busy for ~100 ms per frame would delay tf, images and services.
+``world_frame -> frame_id`` on tf (the newest pose), render the world as it is at that pose's
+stamp (a 4D world: the world time playback gives that stamp; a static-only tf path, stamp 0: the
+node clock now), publish ``<topic>`` (rgb8), ``<topic dir>/camera_info`` and optionally
+``<topic dir>/depth`` (32FC1, meters), all stamped with the stamp of the pose rendered. Late
+frames are dropped, not queued. Rendering runs outside the executor: an executor thread busy for
+~100 ms per frame would delay tf, images and services.
+
+The rate is kept on the node's clock: wall time normally; with ``use_sim_time`` the simulation's
+``/clock``, so a camera renders ``rate`` frames per simulated second, faster or slower than real
+time, and none while the clock stands still (or before the first ``/clock`` message, warned).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from lyra_core.geometry.cameras import Intrinsics
@@ -29,9 +36,14 @@ __all__ = ["RenderStats", "SimCamera", "SimCameraThread", "sibling_topic"]
 WARN_PERIOD_S = 5.0
 """Seconds between two warnings of one camera (skipped frames repeat at the camera rate)."""
 
-RenderFn = Callable[[Gaussians, np.ndarray, Intrinsics], tuple[np.ndarray, np.ndarray]]
-"""``render(world, world_from_camera, intrinsics)``: rgb (H, W, 3) uint8 and depth (H, W)
-float32 meters."""
+SIM_TIME_POLL_S = 0.01
+"""Wall seconds between two reads of a simulated clock that has not reached the next frame."""
+
+RenderFn = Callable[[Gaussians, np.ndarray, Intrinsics, Time], tuple[np.ndarray, np.ndarray] | None]
+"""``render(world, world_from_camera, intrinsics, stamp)``: rgb (H, W, 3) uint8 and depth (H, W)
+float32 meters of the world as it is at ROS time ``stamp`` (zero: now); None when there is
+nothing to show at that time (a 4D world played ``once`` is over), the frame is then skipped
+without a warning."""
 
 
 @dataclass
@@ -132,24 +144,45 @@ class SimCameraThread:
         return not self._thread.is_alive()
 
     def _loop(self) -> None:
-        """Render at the camera's rate; a frame that is late starts the next one at once."""
+        """Render at the camera's rate on the node's clock; a late frame starts the next one at
+        once."""
         period = 1.0 / self.camera.rate
-        next_time = time.monotonic()
+        clock = self._node.get_clock()
+        next_wall = time.monotonic()
+        next_sim: int | None = None  # ROS time (ns) of the next frame on a simulated clock
         while not self._stop.is_set():
-            try:
-                self.render_once()
-            except Exception as err:  # a camera thread must outlive any single frame
-                if not self._node.context.ok():  # shutting down: the publishers are gone
-                    return
-                self._warn(f"{err!r}")
-            next_time += period
-            delay = next_time - time.monotonic()
+            if getattr(clock, "ros_time_is_active", False):  # use_sim_time: follow /clock
+                now = clock.now().nanoseconds
+                if now == 0:
+                    self._warn("use_sim_time is true and no /clock has arrived: waiting for it")
+                elif next_sim is None or now >= next_sim or now < next_sim - 2e9 * period:
+                    # due, or the clock jumped back (a restarted simulation, a looped bag)
+                    self._render_guarded()
+                    next_sim = now + round(period * 1e9)
+                    next_wall = time.monotonic()
+                    continue
+                self._stop.wait(SIM_TIME_POLL_S)
+                continue
+            next_sim = None
+            self._render_guarded()
+            next_wall += period
+            delay = next_wall - time.monotonic()
             if delay < 0:
-                next_time, delay = time.monotonic(), 0.0
+                next_wall, delay = time.monotonic(), 0.0
             self._stop.wait(delay)
 
+    def _render_guarded(self) -> None:
+        try:
+            self.render_once()
+        except Exception as err:  # a camera thread must outlive any single frame
+            if not self._node.context.ok():  # shutting down: the publishers are gone
+                self._stop.set()
+                return
+            self._warn(f"{err!r}")
+
     def render_once(self) -> bool:
-        """Render and publish one frame at the newest pose; False when skipped."""
+        """Render and publish one frame at the newest pose, as the world is at the pose's
+        stamp; False when skipped."""
         camera = self.camera
         world = self._world()
         if world is None:
@@ -164,10 +197,13 @@ class SimCameraThread:
             return False
         start = time.perf_counter()
         try:
-            rgb, depth = self._render(world, matrix, camera.intrinsics)
+            rendered = self._render(world, matrix, camera.intrinsics, stamp)
         except ValueError as err:
             self._warn(f"render failed: {err}")
             return False
+        if rendered is None:
+            return False
+        rgb, depth = rendered
         camera.stats.add(time.perf_counter() - start)
         if camera.stats.due():
             self._node.get_logger().info(f"camera {camera.name}: {camera.stats.report()}")

@@ -11,8 +11,10 @@ Publishes:
 Services:
   ``~/reset_world`` (std_srvs/Trigger), ``~/build_world`` (lyra_ros/BuildWorld),
   ``~/render_view`` (lyra_ros/RenderView), ``~/save_world`` and ``~/load_world``
-  (lyra_ros/WorldFile). ``~/build_world`` and ``~/render_view`` are served from threads of their
-  own (:mod:`lyra_ros.service_thread`), so a long build or render never blocks the rest.
+  (lyra_ros/WorldFile), ``~/start_playback``, ``~/pause_playback``, ``~/start_recording`` and
+  ``~/stop_recording`` (std_srvs/Trigger). ``~/build_world`` and ``~/render_view`` are served
+  from threads of their own (:mod:`lyra_ros.service_thread`), so a long build or render never
+  blocks the rest.
 
 Mapping (``world_source: fusion``, or ``refine: true`` with the other sources): every image
 (with the depth image nearest its stamp, within ``depth_sync_tolerance``) whose camera has a tf
@@ -23,6 +25,28 @@ the newest wins). ``fusion`` starts the map from the first such frame (or from
 ``depth``, generated content for ``lyra``, which frames with depth replace where they see it).
 Every ``map_publish_period`` the served world is replaced by a snapshot of the map (one
 reference swap), so rendering never waits for mapping.
+
+4D worlds (Gaussians with times: a loaded 4D PLY, a recorded world) play on ROS time
+(:mod:`lyra_ros.playback`): world time is ``(t - t_start) * time_scale`` from the start
+(``playback_start``: ``build``, when the world is served; ``service``, at
+``~/start_playback``), then ``playback`` ``loop`` (wraps), ``hold`` (keeps the last state) or
+``once`` (then nothing: simulated cameras publish no more frames and ``~/render_view`` refuses,
+until ``~/start_playback``). ``t`` is the node clock's time (``/clock`` with ``use_sim_time``,
+which also paces the simulated cameras) of what is rendered: a simulated camera's pose stamp (a
+static-only tf path: now), ``~/render_view``'s ``time`` (ROS time in seconds; 0: now; NaN,
+infinite or negative: refused). A time before the start shows the first state (warned,
+throttled). Services ``~/start_playback`` ((re)start from the first state, or resume after a
+pause) and ``~/pause_playback`` (std_srvs/Trigger); ``~/status`` reports ``playback`` and
+``world_time`` (every 0.5 s while playing). ``~/save_world`` writes the time columns; a loaded
+4D world is served as is (never mapped) and plays per ``playback_start``.
+
+Recording (:mod:`lyra_ros.recorder`): between ``~/start_recording`` and ``~/stop_recording``
+(std_srvs/Trigger; needs ``use_depth``), every image paired with its depth image as for mapping
+and posed by tf at its stamp as for mapping goes to a
+:class:`~lyra_core.mapping.dynamic.DynamicMapper` (at most ``record_max_frames``, the newest).
+``~/stop_recording`` answers at once and builds the 4D world in the build thread (state
+BUILDING, source ``recording``; world time 0 is the first frame's stamp), then serves it like a
+loaded one (any map stops).
 
 Parameters: :mod:`lyra_ros.parameters` (declared with ranges, all checked at start-up; a bad one
 ends ``lyra-world`` with one line naming it and exit code 2), documented in the README and
@@ -49,6 +73,7 @@ from dataclasses import replace
 import numpy as np
 import rclpy
 import torch
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
@@ -89,7 +114,9 @@ from lyra_ros.mapping_worker import (
 from lyra_ros.msg import WorldStatus
 from lyra_ros.parameters import FUSION, ParameterError, declare_world_parameters
 from lyra_ros.paths import PathRefusedError
+from lyra_ros.playback import FINISHED, PLAYING, BadTimeError, Playback, seconds_to_ns
 from lyra_ros.qos import LATCHED_QOS, SENSOR_QOS
+from lyra_ros.recorder import FeedRecorder, Recording
 from lyra_ros.service_thread import ServiceThread
 from lyra_ros.sim_camera import SimCameraThread
 from lyra_ros.srv import BuildWorld, RenderView, WorldFile
@@ -111,6 +138,21 @@ DEPTH_BUFFER_SIZE = 8
 SNAPSHOT_TIMEOUT_S = 5.0
 """~/save_world waits at most this long for the map's step in progress, then saves the served
 snapshot instead."""
+
+TIME_LOG_PERIOD_S = 5.0
+"""Seconds between two warnings about render times (before the playback start, bad times)."""
+
+PLAYBACK_STATUS_PERIOD_S = 0.5
+"""Wall seconds between two ~/status messages while a 4D world plays or a recording runs."""
+
+RECORDING_FINISH_TIMEOUT_S = 30.0
+"""~/stop_recording's build waits at most this long for recorded frames still being posed."""
+
+
+def _stamp_ns(stamp) -> int:
+    """A header stamp in nanoseconds; unlike ``rclpy.time.Time.from_msg`` it takes the negative
+    seconds a bad publisher may send (such a frame then fails its conversion, counted)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class WorldNode(Node):
@@ -142,6 +184,7 @@ class WorldNode(Node):
         self.files = params.files
         self.max_input_pixels = params.max_input_pixels
         self.depth_sync_tolerance = params.depth_sync_tolerance
+        self.playback = params.playback
         self.inputs_dropped = 0
         """Input messages dropped as larger than ``max_input_pixels`` since start-up."""
         self._last_drop_warning: dict[str, float] = {}  # topic -> time of its last warning
@@ -162,6 +205,14 @@ class WorldNode(Node):
         self._map_generation: int | None = None
         self._unpaired_image: Image | CompressedImage | None = None
         self._last_skip_warning = -math.inf
+        # 4D worlds: the served world and its playback (None: a 3D world or none).
+        self._timeline: tuple[Gaussians, Playback] | None = None
+        self._last_time_warning: dict[str, float] = {}  # kind -> time of its last warning
+        self._last_record_warning = -math.inf
+        self._status_playback = ""  # playback state in the last status published
+        self._recorder = FeedRecorder(
+            params.recording, self._prepare_frame, self._on_record_skip, device=self.device
+        )
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyra_build")
         self._worker = MappingWorker(
             self.mapping.settings,
@@ -176,7 +227,7 @@ class WorldNode(Node):
         for camera in params.cameras:
             self._cameras.append(
                 SimCameraThread(
-                    self, camera, self.world_frame, self.tf, self._current_world, self._render
+                    self, camera, self.world_frame, self.tf, self._current_world, self._render_at
                 )
             )
         self._publish_status()
@@ -198,7 +249,12 @@ class WorldNode(Node):
 
     def _new_status(self) -> WorldStatus:
         return WorldStatus(
-            state=WorldStatus.STATE_WAITING, world_frame=self.world_frame, last_loss=math.nan
+            state=WorldStatus.STATE_WAITING,
+            world_frame=self.world_frame,
+            last_loss=math.nan,
+            world_time=math.nan,
+            world_time_start=math.nan,
+            world_time_end=math.nan,
         )
 
     def _maps_every_world(self) -> bool:
@@ -229,6 +285,16 @@ class WorldNode(Node):
         )
         self._service_threads.append(
             ServiceThread(self, "render", RenderView, "render_view", self._on_render)
+        )
+        self.create_service(Trigger, "~/start_playback", self._on_start_playback)
+        self.create_service(Trigger, "~/pause_playback", self._on_pause_playback)
+        self.create_service(Trigger, "~/start_recording", self._on_start_recording)
+        self.create_service(Trigger, "~/stop_recording", self._on_stop_recording)
+        # Wall time: world time and recording counters move on even while /clock stands still.
+        self.create_timer(
+            PLAYBACK_STATUS_PERIOD_S,
+            self._on_status_timer,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
 
     # ------------------------------------------------------------------ inputs
@@ -268,12 +334,13 @@ class WorldNode(Node):
         self._maybe_auto_build()
 
     def _offer_frame(self) -> None:
-        """Hand the newest complete frame to the map: the image, and with ``use_depth`` the depth
-        image nearest its stamp within ``depth_sync_tolerance`` (whichever of the two arrived
-        last completes it)."""
+        """Hand the newest complete frame to the map and to a recording: the image, and with
+        ``use_depth`` the depth image nearest its stamp within ``depth_sync_tolerance``
+        (whichever of the two arrived last completes it)."""
         use_depth = self.get_parameter("use_depth").value
         with self._lock:
-            if not self._accepts_frames_locked():
+            to_map, to_record = self._accepts_frames_locked(), self._recorder.active
+            if not (to_map or to_record):
                 return
             image, depth = self._unpaired_image, None
             if image is None:
@@ -284,15 +351,18 @@ class WorldNode(Node):
                     return  # its depth is still on the way
             self._unpaired_image = None
             item = (image, depth, self._latest_info)
-            self._worker.submit(item)
+            if to_map:
+                self._worker.submit(item)
+            if to_record:
+                self._recorder.submit(item)
 
     def _depth_for_locked(self, image: Image | CompressedImage) -> Image | None:
         """The buffered depth image whose stamp is nearest ``image``'s, if within
         ``depth_sync_tolerance`` (the newest of equally near ones), else ``None``."""
-        want = Time.from_msg(image.header.stamp).nanoseconds
+        want = _stamp_ns(image.header.stamp)
         best, best_gap = None, None
         for depth in self._depths:
-            gap = abs(Time.from_msg(depth.header.stamp).nanoseconds - want)
+            gap = abs(_stamp_ns(depth.header.stamp) - want)
             if best_gap is None or gap <= best_gap:
                 best, best_gap = depth, gap
         if best_gap is None or best_gap > self.depth_sync_tolerance * 1e9:
@@ -376,11 +446,16 @@ class WorldNode(Node):
         BUILDING here and leaves it only when the build has finished, so "busy" answers are
         exact.
         """
+        return self._start_job(self._build, make_inputs, options or self.options)
+
+    def _start_job(self, job, *args) -> Future | None:
+        """Run ``job(*args)`` in the build thread, state BUILDING until it ends (it serves its
+        world or fails); None, starting nothing, when a build is already running."""
         with self._lock:
             if self._status.state == WorldStatus.STATE_BUILDING:
                 return None
             self._status.state = WorldStatus.STATE_BUILDING
-            future = self._builder.submit(self._build, make_inputs, options or self.options)
+            future = self._builder.submit(job, *args)
         self._publish_status()
         return future
 
@@ -495,9 +570,18 @@ class WorldNode(Node):
         map_state: tuple[MappingStats, int] | None = None,
     ) -> None:
         """Serve a new world; ``map_state`` (its map's counters and generation) when a map
-        starts with it, None for a world no frames are fused into (any map is dropped)."""
+        starts with it, None for a world no frames are fused into (any map is dropped). A 4D
+        world gets its playback (started now with ``playback_start: build``)."""
+        timeline = None
+        time_range = gaussians.time_range
+        if time_range is not None:
+            playback = Playback(time_range, self.playback.time_scale, self._clock_ns)
+            if self.playback.start_on_serve:
+                playback.start()
+            timeline = (gaussians, playback)
         with self._lock:
             self._world = gaussians
+            self._timeline = timeline
             self._status.source = source
             self._status.gaussian_count = len(gaussians)
             self._status.build_seconds = float(seconds)
@@ -512,6 +596,10 @@ class WorldNode(Node):
         self._set_state(WorldStatus.STATE_READY)
         self._publish_points(gaussians)
         mapping = ", mapping" if map_state is not None else ""
+        if time_range is not None:
+            first, last = time_range
+            start = "now" if self.playback.start_on_serve else "at ~/start_playback"
+            mapping += f", 4D: world time {first:.3f}..{last:.3f} s, playback starts {start}"
         self.get_logger().info(
             f"world ready: {len(gaussians)} Gaussians ({source}, {seconds:.2f} s{mapping})"
         )
@@ -577,6 +665,7 @@ class WorldNode(Node):
                     self._status.error = ""
             if gaussians is not None:
                 self._world = gaussians
+                self._timeline = None  # a map is 3D
                 self._status.gaussian_count = len(gaussians)
                 if self._status.state != WorldStatus.STATE_BUILDING:
                     self._status.state = WorldStatus.STATE_READY
@@ -617,10 +706,47 @@ class WorldNode(Node):
             self._status.header.stamp = self.get_clock().now().to_msg()
             self._status.header.frame_id = self.world_frame
             self._status.mapping = self._accepts_frames_locked()
+            self._fill_time_locked(self._status)
+            self._status.recording = self._recorder.active
+            self._status.frames_recorded = self._recorder.stats().frames
+            self._status_playback = self._status.playback
             msg = WorldStatus()
             for name in msg.get_fields_and_field_types():
                 setattr(msg, name, getattr(self._status, name))
         self._status_pub.publish(msg)
+
+    def _fill_time_locked(self, status: WorldStatus) -> None:
+        """The playback fields of ``status``, at its header stamp (call with the lock held)."""
+        timeline, nan = self._timeline, math.nan
+        if timeline is None:
+            status.playback, status.world_time = "", nan
+            status.world_time_start = status.world_time_end = nan
+            return
+        playback = timeline[1]
+        shown = playback.at(None, self.get_parameter("playback").value)
+        status.playback = shown.state
+        status.world_time = playback.time_range[1] if shown.time is None else shown.time
+        status.world_time_start, status.world_time_end = playback.time_range
+
+    def _on_status_timer(self) -> None:
+        """Republish ~/status while a 4D world plays (its world time moves) or a recording runs,
+        and once when playback changes state (logged when it finishes)."""
+        with self._lock:
+            timeline, last = self._timeline, self._status_playback
+        if timeline is None and not self._recorder.active and last == "":
+            return
+        state = ""
+        if timeline is not None:
+            state = timeline[1].at(None, self.get_parameter("playback").value).state
+        if state == last and state != PLAYING and not self._recorder.active:
+            return
+        if state == FINISHED and last != FINISHED:
+            mode = self.get_parameter("playback").value
+            what = "shows nothing more" if mode == "once" else "holds its last state"
+            self.get_logger().info(
+                f"playback finished ({mode}): the world {what}; ~/start_playback plays it again"
+            )
+        self._publish_status()
 
     def _publish_points(self, gaussians: Gaussians) -> None:
         cap = self.get_parameter("point_cloud_max_points").value
@@ -639,14 +765,74 @@ class WorldNode(Node):
     def _current_world(self) -> Gaussians | None:
         return self._world
 
+    def _clock_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _time_for(self, world: Gaussians, stamp_ns: int) -> tuple[bool, float | None]:
+        """Whether ``world`` shows anything at ROS time ``stamp_ns`` (0: now), and the world
+        time to render it at (None: a 3D world, rendered without one).
+
+        Raises:
+            BadTimeError: a negative ``stamp_ns``.
+        """
+        if world.times is None:
+            return True, None
+        timeline = self._timeline
+        if timeline is None or timeline[0] is not world:  # no finite times, or just replaced
+            time_range = world.time_range
+            return True, 0.0 if time_range is None else time_range[0]
+        playback = timeline[1]
+        shown = playback.at(stamp_ns, self.get_parameter("playback").value)
+        if shown.early:
+            start = playback.start_time_ns() or 0
+            when = f"{stamp_ns * 1e-9:.3f} s" if stamp_ns else "now"
+            self._warn_time(
+                "early",
+                f"a render at ROS time {when} is before the playback start "
+                f"({start * 1e-9:.3f} s): showing the world's first state",
+            )
+        return shown.time is not None, shown.time
+
+    def _warn_time(self, kind: str, text: str) -> None:
+        """Warn about a render time, at most every :data:`TIME_LOG_PERIOD_S` s per ``kind``."""
+        now = time.monotonic()
+        if now - self._last_time_warning.get(kind, -math.inf) >= TIME_LOG_PERIOD_S:
+            self._last_time_warning[kind] = now
+            self.get_logger().warning(text)
+
+    def _render_at(
+        self, world: Gaussians, world_from_camera: np.ndarray, intrinsics: Intrinsics, stamp: Time
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A simulated camera's view at ROS time ``stamp`` (its pose's stamp; 0: now); None
+        when the world shows nothing then (``once`` is over)."""
+        try:
+            shown, world_time = self._time_for(world, stamp.nanoseconds)
+        except BadTimeError as err:
+            self._warn_time("camera", f"simulated camera frame skipped: {err}")
+            return None
+        if not shown:
+            return None
+        return self._render(world, world_from_camera, intrinsics, world_time)
+
     def _render(
-        self, world: Gaussians, world_from_camera: np.ndarray, intrinsics: Intrinsics
+        self,
+        world: Gaussians,
+        world_from_camera: np.ndarray,
+        intrinsics: Intrinsics,
+        world_time: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Render one view: rgb (H, W, 3) uint8 and depth (H, W) float32 meters."""
+        """Render one view (a 4D world at ``world_time``, seconds): rgb (H, W, 3) uint8 and
+        depth (H, W) float32 meters."""
         pose = torch.as_tensor(world_from_camera, dtype=torch.float32)[None]
         cameras = Cameras.from_intrinsics(pose, intrinsics).to(self.device)
         with torch.inference_mode():
-            out = render(world, cameras, background=self.background)
+            out = render(
+                world,
+                cameras,
+                background=self.background,
+                time=world_time,
+                time_mode=self.get_parameter("time_mode").value,
+            )
         rgb = (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         return rgb, out.depth[0, ..., 0].float().cpu().numpy()
 
@@ -660,6 +846,7 @@ class WorldNode(Node):
             self._worker.reset()
             self._map_generation = None
             self._world = None
+            self._timeline = None
             self._status = self._new_status()
             self._latest_image = self._unpaired_image = None
             self._depths.clear()
@@ -692,7 +879,10 @@ class WorldNode(Node):
         return response
 
     def _on_render(self, request: RenderView.Request, response: RenderView.Response):
-        """Runs in the render service's thread, so a large render blocks no other service."""
+        """Runs in the render service's thread, so a large render blocks no other service.
+
+        A 4D world is rendered as it is at ROS time ``request.time`` (seconds; 0: now), the
+        image stamped with that time."""
         world = self._world
         if world is None:
             response.success, response.message = False, "no world yet"
@@ -711,17 +901,36 @@ class WorldNode(Node):
                 f"max_render_pixels ({limit})"
             )
             return response
+        world_time, stamp_ns = None, 0
+        if world.times is not None:  # a 3D world ignores the time
+            try:
+                stamp_ns = seconds_to_ns(request.time)
+                shown, world_time = self._time_for(world, stamp_ns)
+            except BadTimeError as err:
+                self._warn_time("request", f"~/render_view refused: {err}")
+                response.success, response.message = False, f"bad request: {err}"
+                return response
+            if not shown:
+                response.success = False
+                response.message = (
+                    "nothing to show: playback once is over (~/start_playback plays it again)"
+                )
+                return response
         try:
-            rgb, depth = self._render(world, matrix, intrinsics)
+            rgb, depth = self._render(world, matrix, intrinsics, world_time)
         except ValueError as err:
             response.success, response.message = False, f"bad request: {err}"
             return response
         header = response.image.header
-        header.stamp = self.get_clock().now().to_msg()
+        header.stamp = (
+            Time(nanoseconds=stamp_ns).to_msg() if stamp_ns else self.get_clock().now().to_msg()
+        )
         header.frame_id = self.world_frame
         response.image = numpy_to_image(rgb, "rgb8", header)
         response.depth = depth_to_image(depth, header)
         response.success, response.message = True, f"rendered {rgb.shape[1]}x{rgb.shape[0]}"
+        if world_time is not None:
+            response.message += f" at world time {world_time:.3f} s"
         return response
 
     def _max_render_pixels(self) -> int:
@@ -772,7 +981,9 @@ class WorldNode(Node):
             response.success, response.message = False, f"load failed: {err}"
             return response
         map_state = None
-        if self._maps_every_world():
+        if self._maps_every_world() and gaussians.times is not None:
+            self.get_logger().info(f"{path} is a 4D world: served as is, not mapped")
+        elif self._maps_every_world():
             loaded = gaussians
             gaussians, stats, generation = self._worker.start_map(
                 lambda world_map: world_map.add_observed(loaded)
@@ -783,11 +994,108 @@ class WorldNode(Node):
         response.gaussian_count = len(gaussians)
         return response
 
+    # ------------------------------------------------------------------ playback, recording
+
+    def _on_start_playback(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            world, timeline = self._world, self._timeline
+        if timeline is None:
+            response.success = False
+            response.message = "no world with time to play" + (
+                " (the world is 3D)" if world is not None else ""
+            )
+            return response
+        response.success, response.message = True, timeline[1].start()
+        self._publish_status()
+        return response
+
+    def _on_pause_playback(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            timeline = self._timeline
+        if timeline is None:
+            response.success, response.message = False, "no world with time to pause"
+            return response
+        mode = self.get_parameter("playback").value
+        response.success, response.message = timeline[1].pause(mode)
+        self._publish_status()
+        return response
+
+    def _on_start_recording(self, request: Trigger.Request, response: Trigger.Response):
+        if not self.get_parameter("use_depth").value:
+            response.success = False
+            response.message = "recording needs depth images: use_depth is false"
+            return response
+        if not self._recorder.start():
+            frames = self._recorder.stats().frames
+            response.success, response.message = False, f"already recording ({frames} frames)"
+            return response
+        response.success = True
+        response.message = (
+            f"recording posed RGB-D frames (the newest {self._recorder.config.max_frames} kept)"
+        )
+        self._publish_status()
+        return response
+
+    def _on_stop_recording(self, request: Trigger.Request, response: Trigger.Response):
+        """Answers at once; the 4D world builds in the build thread (state BUILDING)."""
+        with self._lock:
+            busy = self._status.state == WorldStatus.STATE_BUILDING
+        if not self._recorder.active:
+            response.success, response.message = False, "not recording"
+            return response
+        if busy:
+            response.success = False
+            response.message = "busy: a build is running (still recording; stop again later)"
+            return response
+        recording = self._recorder.stop()
+        assert recording is not None
+        frames = recording.stats().frames
+        if self._start_job(self._build_recording, recording) is None:
+            recording.discard()
+            response.success = False
+            response.message = "busy: a build started meanwhile; the recording is dropped"
+            return response
+        response.success = True
+        response.message = f"building a 4D world from {frames} recorded frame(s)"
+        return response
+
+    def _build_recording(self, recording: Recording) -> tuple[bool, str]:
+        """The build thread's job for ``~/stop_recording``: the recorded 4D world, served."""
+        start = time.perf_counter()
+        try:
+            mapper = recording.finish(RECORDING_FINISH_TIMEOUT_S)
+            if len(mapper) == 0:
+                raise WorldBuildError(
+                    "the recording holds no frames (none had a depth image and a tf pose at its "
+                    "stamp)"
+                )
+            gaussians = mapper.build()
+        except Exception as err:  # never let a build kill the node
+            message = str(err) if isinstance(err, WorldBuildError) else f"recording failed: {err!r}"
+            self._fail(message)
+            return False, message
+        stats = mapper.stats
+        self.get_logger().info(
+            f"recorded {stats['frames']} frames ({stats['dropped_frames']} dropped): "
+            f"{stats['static_gaussians']} static and {stats['dynamic_gaussians']} dynamic "
+            "Gaussians"
+        )
+        self._set_world(gaussians.to(self.device), "recording", time.perf_counter() - start)
+        return True, f"built a 4D world of {len(gaussians)} Gaussians from the recording"
+
+    def _on_record_skip(self, reason: str, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last_record_warning >= SKIP_LOG_PERIOD_S:
+            self._last_record_warning = now
+            self.get_logger().warning(f"{reason} ({count} so far)")
+
     def destroy_node(self) -> None:
         """Stop the service threads, cameras and build worker (whatever was created), then the
         node; safe to call on a node whose construction failed, and twice."""
         stopped = all([helper.shutdown() for helper in self._service_threads])
         stopped &= all([camera.stop() for camera in self._cameras])
+        if getattr(self, "_recorder", None) is not None:
+            stopped &= self._recorder.discard()
         if self._worker is not None:
             stopped &= self._worker.stop()
         if self._builder is not None:
