@@ -256,7 +256,8 @@ def shipped_weight_files() -> list[str]:
     folder = SRC / "lyra_core" / "weights"
     return sorted(
         str(path.relative_to(SRC))
-        for path in (folder / "student_tiny").rglob("*")
+        for name in ("student_tiny", "student_tiny_dynamic")
+        for path in (folder / name).rglob("*")
         if path.is_file() and path.suffix in (".json", ".safetensors")
     )
 
