@@ -59,3 +59,23 @@ def test_shipped_student_records_the_four_stage_chain_of_configs():
     assert record["cumulative_steps"] == 6700
     assert record["settings"]["decoder"] == configs[-1].decoder
     assert [p["out_dir"] for p in record["parents"]] == [c.out_dir for c in configs[:-1]]
+
+
+def test_lyra1_preset_is_lyra1s_decoder():
+    """``decoder: lyra1`` builds Lyra-1's static decoder, as the reference preset with Lyra-1's
+    three settings did; the teacher-data config uses it."""
+    from lyra_core.models.decoder import LyraDecoderConfig
+    from lyra_core.training.train_student import preset_decoder_config
+    from lyra_core.utils.errors import ConfigError
+
+    config = TrainConfig.from_yaml(CONFIG_DIR / "train_lyra1_teacher.yaml")
+    assert config.decoder == "lyra1" and not config.decoder_overrides
+    lyra1 = preset_decoder_config(config)
+    assert lyra1 == LyraDecoderConfig.lyra1() and lyra1.architecture == "lyra1"
+    overrides = {"architecture": "lyra1", "mamba_layout": "shared", "norm_eps": 1e-6}
+    spelled_out = TrainConfig(decoder="reference", decoder_overrides=overrides)
+    assert preset_decoder_config(spelled_out) == lyra1
+    pruned = TrainConfig(decoder="lyra1", decoder_overrides={"prune_ratio": 0.8})
+    assert preset_decoder_config(pruned).prune_ratio == 0.8
+    with pytest.raises(ConfigError, match="no preset"):
+        preset_decoder_config(TrainConfig(decoder="outputs/run/decoder"))

@@ -300,6 +300,39 @@ def test_with_sh_degree_truncates_and_pads() -> None:
         g.with_sh_degree(4)
 
 
+def test_transformed_moves_means_and_rotates_quaternions() -> None:
+    """A rigid pose maps the means and turns each Gaussian's covariance by its rotation
+    (R Sigma R^T); scales, opacities, colours, times and durations are kept, and the dtype."""
+    from lyra_core.geometry.transforms import look_at
+    from lyra_core.rendering.projection import covariances_3d
+
+    g = make_scene(n=6, with_times=True)
+    pose = look_at(torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.1, 0.3, -0.2]))
+    moved = g.transformed(pose)
+    rotation, translation = pose[:3, :3], pose[:3, 3]
+    assert moved.dtype == torch.float32
+    assert torch.allclose(moved.means, g.means @ rotation.T + translation, atol=1e-5)
+    expected = rotation @ covariances_3d(g.quats, g.scales) @ rotation.T
+    assert torch.allclose(covariances_3d(moved.quats, moved.scales), expected, atol=1e-4)
+    for name in ("log_scales", "opacity_logits", "sh", "times", "durations"):
+        assert torch.equal(getattr(moved, name), getattr(g, name)), name
+    # a 90 degree turn about z: the identity rotation becomes that turn's quaternion
+    turn = torch.eye(4)
+    turn[:2, :2] = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    one = Gaussians.from_activated(
+        torch.tensor([[1.0, 0.0, 0.0]]),
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        torch.full((1, 3), 0.1),
+        torch.tensor([0.5]),
+        torch.full((1, 3), 0.5),
+    ).transformed(turn)
+    half = 0.5**0.5
+    assert torch.allclose(one.means, torch.tensor([[0.0, 1.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(one.quats, torch.tensor([[half, 0.0, 0.0, half]]), atol=1e-6)
+    with pytest.raises(ValueError, match="pose"):
+        g.transformed(torch.eye(3))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.cuda
 def test_cuda_roundtrip() -> None:

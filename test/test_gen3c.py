@@ -56,6 +56,10 @@ def test_teacher_loop_end_to_end(pipe, tmp_path):
     assert out.cache_mask[0].all()
     assert torch.allclose(out.cache_rgb[0], image, atol=0.05)
     assert not out.cache_mask[-1][:, -2:].any() and (out.cache_rgb[-1][:, :, -2:] == 0).all()
+    # Its depth: the fronto-parallel wall at 2 m where covered, 0 where not.
+    assert out.cache_depth.shape == (T, H, W) and out.cache_depth.dtype == torch.float32
+    assert torch.allclose(out.cache_depth[out.cache_mask], torch.tensor(2.0), atol=0.02)
+    assert (out.cache_depth[~out.cache_mask] == 0).all()
     # The frames are the decoded latents.
     decoded = pipe.vae.decode(out.latents.permute(0, 2, 1, 3, 4))[0].permute(0, 3, 1, 2)
     assert torch.allclose(decoded, out.frames, atol=1e-5)

@@ -112,13 +112,9 @@ def test_teacher_scenes_hold_latents_decoded_frames_and_cameras(teacher_data):
     assert not torch.allclose(one, two)  # different images and noise
 
 
-def test_train_reads_teacher_latents_and_updates_the_decoder(teacher_data, tmp_path, monkeypatch):
-    root, _ = teacher_data
-
-    def no_encoding(*args, **kwargs):
-        raise AssertionError("teacher scenes must not be re-encoded")
-
-    monkeypatch.setattr(VideoVAE, "encode", no_encoding)
+def _train_config(root, tmp_path, **changes):
+    """A two-step ``lyra train`` config on the teacher scenes (tiny decoder, the teacher's
+    VAE; ``changes`` replace settings), written to ``tmp_path / "train.yaml"``."""
     config = {
         "data_dir": str(root / "data"),
         "out_dir": str(tmp_path / "run"),
@@ -128,15 +124,24 @@ def test_train_reads_teacher_latents_and_updates_the_decoder(teacher_data, tmp_p
         "steps": 2,
         "lr": 0.01,
         "frames_per_trajectory": FRAMES,
-        "target_views": 3,
         "perceptual": "none",
         "loss": {"mse": 1.0, "perceptual": 0.0, "depth": 0.05, "opacity": 0.0},
         "log_every": 1,
         "val_every": 100,
-        "save_every": 1,
     }
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config | changes))
+    return path
+
+
+def test_train_reads_teacher_latents_and_updates_the_decoder(teacher_data, tmp_path, monkeypatch):
+    root, _ = teacher_data
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("teacher scenes must not be re-encoded")
+
+    monkeypatch.setattr(VideoVAE, "encode", no_encoding)
+    path = _train_config(root, tmp_path, target_views=3, save_every=1)
     assert train(["--config", str(path)]) == 0
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
@@ -203,24 +208,8 @@ def test_two_processes_share_the_work_and_agree_with_one(teacher_data, tmp_path)
 def test_data_parallel_training_of_the_lyra1_decoder(teacher_data, tmp_path):
     """Lyra-1's decoder (VAE-encoded Plucker rays) on teacher latents, two processes."""
     root, _ = teacher_data
-    config = {
-        "data_dir": str(root / "data"),
-        "out_dir": str(tmp_path / "run"),
-        "decoder": "tiny",
-        "decoder_overrides": {"architecture": "lyra1", "mamba_layout": "shared", "far": 20.0},
-        "vae": str(root / "teacher" / "vae"),
-        "steps": 2,
-        "lr": 0.01,
-        "frames_per_trajectory": FRAMES,
-        "target_views": 2,
-        "perceptual": "none",
-        "loss": {"mse": 1.0, "perceptual": 0.0, "depth": 0.05, "opacity": 0.0},
-        "log_every": 1,
-        "val_every": 100,
-        "save_every": 2,
-    }
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
+    lyra1 = {"architecture": "lyra1", "mamba_layout": "shared", "far": 20.0}
+    path = _train_config(root, tmp_path, target_views=2, save_every=2, decoder_overrides=lyra1)
     result = accelerate_launch("train", "--config", str(path))
     assert result.returncode == 0, result.stderr[-2000:]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

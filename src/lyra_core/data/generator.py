@@ -502,6 +502,17 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    kind: Callable[[str], Any],
+    default: Any,
+    text: str,
+) -> None:
+    """Add ``flag`` of type ``kind`` with ``default``; its help is ``text`` and the default."""
+    parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lyra generate`` options (``--help`` lists them)."""
     defaults = GeneratorConfig()
@@ -511,9 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(existing scenes are skipped).",
         allow_abbrev=False,
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("data/procedural"), help="data root (default: %(default)s)"
-    )
+    _option(parser, "--out", Path, Path("data/procedural"), "data root")
     parser.add_argument(
         "--num-scenes",
         type=_count(1),
@@ -525,12 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SPLITS,
         help="split, decides the seeds (default: %(default)s)",
     )
-    parser.add_argument(
-        "--workers",
-        type=_count(0),
-        default=2,
-        help="worker processes; 0 or 1 generates in this process (default: %(default)s)",
-    )
+    _option(parser, "--workers", _count(0), 2, "worker processes; 0 or 1 generates in this process")
     teacher = TeacherDataConfig()
     parser.add_argument(
         "--frames",
@@ -548,24 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count(1),
         help=f"image height, pixels (default: {defaults.height}; teacher: {teacher.height})",
     )
-    parser.add_argument(
+    _option(
+        parser,
         "--seed-offset",
-        type=_count(0),
-        default=0,
-        help="offset of the first seed inside the split's seed range (default: %(default)s)",
+        _count(0),
+        0,
+        "offset of the first seed inside the split's seed range",
     )
-    parser.add_argument(
+    _option(
+        parser,
         "--heldout",
-        type=_count(1),
-        default=defaults.num_heldout,
-        help="held-out evaluation cameras per scene (default: %(default)s)",
+        _count(1),
+        defaults.num_heldout,
+        "held-out evaluation cameras per scene",
     )
-    parser.add_argument(
-        "--gaussians",
-        type=_count(1),
-        default=defaults.num_gaussians,
-        help="surface Gaussians per scene (default: %(default)s)",
-    )
+    _option(parser, "--gaussians", _count(1), defaults.num_gaussians, "surface Gaussians per scene")
     parser.add_argument(
         "--fov",
         type=float,
@@ -578,11 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="layout kind (default: random per seed)",
     )
-    parser.add_argument(
+    _option(
+        parser,
         "--movement-scale",
-        type=float,
-        default=defaults.movement_scale,
-        help="scale of the Lyra trajectories, 1 = Lyra's magnitudes (default: %(default)s)",
+        float,
+        defaults.movement_scale,
+        "scale of the Lyra trajectories, 1 = Lyra's magnitudes",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     group = parser.add_argument_group(
@@ -614,18 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep each teacher model on the CPU except while it runs (less GPU memory)",
     )
-    group.add_argument(
-        "--steps",
-        type=_count(1),
-        default=teacher.num_inference_steps,
-        help="the teacher's sampling steps (default: %(default)s)",
+    _option(
+        group, "--steps", _count(1), teacher.num_inference_steps, "the teacher's sampling steps"
     )
-    group.add_argument(
-        "--guidance",
-        type=float,
-        default=teacher.guidance_scale,
-        help="the teacher's guidance scale (default: %(default)s)",
-    )
+    _option(group, "--guidance", float, teacher.guidance_scale, "the teacher's guidance scale")
     return parser
 
 
@@ -650,17 +644,34 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("lyra generate", lambda: _run_teacher(args))
 
 
+def _view_settings(
+    args: argparse.Namespace, defaults: GeneratorConfig | TeacherDataConfig
+) -> dict[str, Any]:
+    """The settings both generators share: image size and frames (``defaults``' where not
+    given), field of view and trajectory scale."""
+    return {
+        "width": args.width or defaults.width,
+        "height": args.height or defaults.height,
+        "num_frames": args.frames or defaults.num_frames,
+        "fov_y": args.fov,
+        "movement_scale": args.movement_scale,
+    }
+
+
+def _report_failures(failed: dict[Any, str], label: str = "") -> int:
+    """Print one line per failed unit (``label`` before its key); the exit status: 1 when any
+    failed, else 0."""
+    for unit, error in failed.items():
+        print(f"  {label}{unit}: {error}")
+    return 1 if failed else 0
+
+
 def _run_teacher(args: argparse.Namespace) -> int:
     """``lyra generate --teacher gen3c``: this process's share of the teacher scenes."""
     from lyra_core.data.teacher import generate_teacher_split, load_depth_estimator
 
-    defaults = TeacherDataConfig()
     config = TeacherDataConfig(
-        width=args.width or defaults.width,
-        height=args.height or defaults.height,
-        num_frames=args.frames or defaults.num_frames,
-        fov_y=args.fov,
-        movement_scale=args.movement_scale,
+        **_view_settings(args, TeacherDataConfig()),
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
@@ -691,21 +702,14 @@ def _run_teacher(args: argparse.Namespace) -> int:
         f"{summary['skipped']}, failed {len(summary['failed'])}{timing}; "
         f"{summary['complete']}/{summary['scenes']} scenes complete"
     )
-    for unit, error in summary["failed"].items():
-        print(f"  {unit}: {error}")
-    return 1 if summary["failed"] else 0
+    return _report_failures(summary["failed"])
 
 
 def _run(args: argparse.Namespace) -> int:
-    defaults = GeneratorConfig()
     config = GeneratorConfig(
-        width=args.width or defaults.width,
-        height=args.height or defaults.height,
-        num_frames=args.frames or defaults.num_frames,
+        **_view_settings(args, GeneratorConfig()),
         num_heldout=args.heldout,
         num_gaussians=args.gaussians,
-        fov_y=args.fov,
-        movement_scale=args.movement_scale,
         layout=args.layout,
     )
     summary = generate_split(
@@ -723,9 +727,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{args.split}: generated {summary['generated']}, skipped {summary['skipped']}, "
         f"failed {len(summary['failed'])}{timing}"
     )
-    for seed, error in summary["failed"].items():
-        print(f"  seed {seed}: {error}")
-    return 1 if summary["failed"] else 0
+    return _report_failures(summary["failed"], "seed ")
 
 
 if __name__ == "__main__":

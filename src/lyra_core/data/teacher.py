@@ -77,7 +77,6 @@ from lyra_core.data.format import (
 )
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
-from lyra_core.pipelines.cache3d import cache_gaussians, render_cache
 from lyra_core.utils.errors import DataError
 from lyra_core.utils.media import to_uint8
 
@@ -371,17 +370,16 @@ def generate_trajectory(
     camtoworlds: Tensor,
     config: TeacherDataConfig,
     seed: int,
-    device: torch.device | str = "cpu",
 ) -> ViewSet:
     """Run the teacher along one trajectory.
 
     Args:
-        pipe: a :class:`~lyra_core.pipelines.gen3c.Gen3CPipeline` (or anything called alike).
+        pipe: a :class:`~lyra_core.pipelines.gen3c.Gen3CPipeline` (or anything called alike
+            that returns a :class:`~lyra_core.pipelines.gen3c.Gen3COutput`).
         prepared: the input view.
         camtoworlds: (T, 4, 4) float32 trajectory, camera 0 the input.
         config: the sampling settings.
         seed: seeds the teacher's noise (a CPU generator: the same on every device).
-        device: where the 3D cache's depth is rendered.
 
     Returns:
         The trajectory as stored: teacher frames, cache depth, cameras, cache render, latents.
@@ -397,11 +395,9 @@ def generate_trajectory(
         num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale,
     )
-    cache = cache_gaussians(prepared.rgb, prepared.depth, intrinsics, prepared.camtoworld)
-    cached = render_cache(cache, camtoworlds, intrinsics, device)
     return ViewSet(
         rgb=_frames_uint8(out.frames),
-        depth=cached.depth,
+        depth=out.cache_depth.detach().float().cpu(),
         Ks=intrinsics.matrix(torch.float32).expand(len(camtoworlds), 3, 3).clone(),
         camtoworlds=camtoworlds.clone(),
         cache_rgb=_frames_uint8(out.cache_rgb),
@@ -604,7 +600,7 @@ def generate_teacher_split(
                         prepared.camtoworld,
                     )
             seed = _unit_seed(source.seed, index)
-            views = generate_trajectory(pipe, prepared, poses[name], config, seed, state.device)
+            views = generate_trajectory(pipe, prepared, poses[name], config, seed)
             write_trajectory(scene_dir, name, views)
             _finish_scene(scene_dir, source, config, split, teacher_name)
         except Exception as error:  # reported; the other trajectories go on

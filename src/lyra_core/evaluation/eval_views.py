@@ -96,6 +96,9 @@ from lyra_core.data.captures import CaptureFrame, read_transforms_json
 from lyra_core.data.captures.common import check_downscale, check_pose, finish_frame, read_rgb_file
 from lyra_core.evaluation.evaluate import (
     CACHE_METHOD,
+    add_device_options,
+    add_metric_options,
+    check_common_args,
     load_perceptual_metric,
     parse_students,
 )
@@ -799,18 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate only the first N sequences by name (default: all)",
     )
-    parser.add_argument(
-        "--perceptual",
-        default="stlpips-alex",
-        help="perceptual metric: stlpips-alex, stlpips-vgg, lpips-<net>:<folder> or none "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--prune-ratio",
-        type=float,
-        default=None,
-        help="share of each student's Gaussians pruned by opacity (default: its decoder config)",
-    )
+    add_metric_options(parser)
     parser.add_argument(
         "--assumed-depth",
         type=float,
@@ -838,10 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="targets per sequence shown in views.png, spread over the offsets "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--device", default="cpu", help="torch device to evaluate on (default: %(default)s)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_device_options(parser)
     return parser
 
 
@@ -856,17 +845,13 @@ def _check_args(args: argparse.Namespace) -> torch.device:
     try:
         if args.max_sequences is not None and args.max_sequences < 1:
             raise ValueError(f"--max-sequences must be >= 1, got {args.max_sequences}")
-        if args.prune_ratio is not None and not 0.0 <= args.prune_ratio < 1.0:
-            raise ValueError(f"--prune-ratio must lie in [0, 1), got {args.prune_ratio}")
+        device = check_common_args(args)
         if not (math.isfinite(args.assumed_depth) and args.assumed_depth > 0):
             raise ValueError(f"--assumed-depth must be > 0, got {args.assumed_depth}")
         if args.downscale < 1:
             raise ValueError(f"--downscale must be >= 1, got {args.downscale}")
         if args.sheet_sequences < 0 or args.sheet_views < 2:
             raise ValueError("--sheet-sequences must be >= 0 and --sheet-views >= 2")
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available")
         ViewProtocol(args.input_frame, tuple(args.offsets))
     except (ValueError, RuntimeError) as error:
         raise DataError(str(error)) from error

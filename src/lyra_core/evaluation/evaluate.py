@@ -53,8 +53,11 @@ from lyra_core.utils.media import to_uint8
 __all__ = [
     "CACHE_METHOD",
     "UNTRAINED_SUFFIX",
+    "add_device_options",
+    "add_metric_options",
     "build_parser",
     "cache_method",
+    "check_common_args",
     "control_record",
     "decode_scene",
     "evaluate",
@@ -491,18 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate only the first N scenes (default: all)",
     )
-    parser.add_argument(
-        "--perceptual",
-        default="stlpips-alex",
-        help="perceptual metric: stlpips-alex, stlpips-vgg, lpips-<net>:<folder> or none "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--prune-ratio",
-        type=float,
-        default=None,
-        help="share of each student's Gaussians pruned by opacity (default: its decoder config)",
-    )
+    add_metric_options(parser)
     parser.add_argument(
         "--untrained-control",
         action="store_true",
@@ -515,11 +507,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="initialisation seed of the first control; the i-th student's is this + i "
         "(default: %(default)s)",
     )
+    add_device_options(parser)
+    return parser
+
+
+def add_metric_options(parser: argparse.ArgumentParser) -> None:
+    """``--perceptual`` (the metric's name) and ``--prune-ratio`` (None: each student's
+    decoder config), the options of ``lyra eval`` and ``lyra eval-views`` on how students are
+    scored (:func:`check_common_args` checks them)."""
+    parser.add_argument(
+        "--perceptual",
+        default="stlpips-alex",
+        help="perceptual metric: stlpips-alex, stlpips-vgg, lpips-<net>:<folder> or none "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prune-ratio",
+        type=float,
+        default=None,
+        help="share of each student's Gaussians pruned by opacity (default: its decoder config)",
+    )
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default the CPU) and ``--no-progress``, the last options of ``lyra eval``
+    and ``lyra eval-views``."""
     parser.add_argument(
         "--device", default="cpu", help="torch device to evaluate on (default: %(default)s)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
+
+
+def check_common_args(args: argparse.Namespace) -> torch.device:
+    """The device of ``--device`` after checking it and ``--prune-ratio``.
+
+    Raises:
+        ValueError: a prune ratio outside [0, 1), an unknown device, or CUDA without a GPU.
+    """
+    if args.prune_ratio is not None and not 0.0 <= args.prune_ratio < 1.0:
+        raise ValueError(f"--prune-ratio must lie in [0, 1), got {args.prune_ratio}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available")
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -534,11 +564,7 @@ def _run(args: argparse.Namespace) -> int:
         students = parse_students(args.student, args.untrained_control)
         if args.max_scenes is not None and args.max_scenes < 1:
             raise ValueError(f"--max-scenes must be >= 1, got {args.max_scenes}")
-        if args.prune_ratio is not None and not 0.0 <= args.prune_ratio < 1.0:
-            raise ValueError(f"--prune-ratio must lie in [0, 1), got {args.prune_ratio}")
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available")
+        device = check_common_args(args)
     except (ValueError, RuntimeError) as error:
         raise DataError(str(error)) from error
     report = evaluate(

@@ -35,8 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lyra_core.models.modeling_utils import write_folder_atomically
-from lyra_core.models.vae import _check_weights  # strict safetensors-vs-model check
+from lyra_core.models.modeling_utils import check_folder_weights, write_folder_atomically
 from lyra_core.utils.errors import CheckpointError
 
 __all__ = [
@@ -241,7 +240,7 @@ def load_transformer(
             in_channels=channels,
             concat_padding_mask=False,
         )
-        _check_weights(model, folder)
+        check_folder_weights(model, folder)
     except CheckpointError:
         raise
     except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
@@ -284,27 +283,36 @@ def encode_prompts(
     prompts: Sequence[str],
     max_sequence_length: int = 512,
 ) -> Tensor:
-    """T5 embeddings of ``prompts`` as Cosmos reads them: (N, max_sequence_length, D) float32,
-    padded to ``max_sequence_length`` tokens, zero after each prompt's own tokens.
+    """T5 embeddings of ``prompts`` as GEN3C (Cosmos-Predict1) computes them: each prompt on its
+    own, padded to ``max_sequence_length`` tokens (longer ones truncated), the encoder given the
+    tokenizer's attention mask, and the output zeroed from the prompt's token count on.
 
     Args:
-        tokenizer: a Hugging Face tokenizer (called with ``padding="max_length"``).
+        tokenizer: a Hugging Face T5 tokenizer (called with ``padding="max_length"``; appends
+            the end token, so the empty prompt is one token long).
         text_encoder: a T5 encoder returning ``.last_hidden_state``.
         prompts: the texts.
         max_sequence_length: tokens per prompt (Cosmos: 512).
+
+    Returns:
+        (N, max_sequence_length, D) float32.
     """
-    tokens = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=max_sequence_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    mask = tokens.attention_mask.bool()
-    with torch.inference_mode():
-        hidden = text_encoder(tokens.input_ids, attention_mask=mask).last_hidden_state
-    hidden = hidden.float().clone()
-    return hidden * mask[..., None].to(hidden.dtype)
+    embeds = []
+    for prompt in prompts:
+        tokens = tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            hidden = text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
+        hidden = hidden.last_hidden_state.float().cpu()
+        length = int(tokens.attention_mask.sum())
+        positions = torch.arange(hidden.shape[1])[None, :, None]
+        embeds.append(torch.where(positions < length, hidden, 0.0))
+    return torch.cat(embeds)
 
 
 def save_text_embeddings(

@@ -41,8 +41,11 @@ from lyra_core.models.gen3c import (
     unfolded_config,
     write_transformer_folder,
 )
-from lyra_core.models.lyra1_checkpoint import _listing
-from lyra_core.models.modeling_utils import write_folder_atomically
+from lyra_core.models.modeling_utils import (
+    check_released_weights,
+    load_released_weights,
+    write_folder_atomically,
+)
 from lyra_core.utils.errors import CheckpointError, run_command
 
 __all__ = [
@@ -148,33 +151,7 @@ def load_released_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         CheckpointError: no such file, not loadable with ``weights_only=True``, no weight dict,
             or entries that are not plain dense tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
-    try:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(err):
-                raise
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors share no base class
-        message = " ".join(str(err).split())[:200]
-        raise CheckpointError(
-            f"{path}: not a torch checkpoint of plain tensors ({message})"
-        ) from err
-    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
-        data = data["model"]
-    if not isinstance(data, Mapping) or not data:
-        raise CheckpointError(f"{path}: expected a dict of weights (['model'], net.* names)")
-    bad = [
-        str(k)
-        for k, v in data.items()
-        if not (isinstance(k, str) and isinstance(v, Tensor) and v.layout == torch.strided)
-    ]
-    if bad:
-        raise CheckpointError(f"{path}: entries that are not plain tensors: {_listing(bad)}")
-    return dict(data)
+    return load_released_weights(path, "model", "['model'], net.* names", mmap=True)
 
 
 def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> Gen3CTransformerConfig:
@@ -227,26 +204,7 @@ def convert_state_dict(
         for k in state
         if not k.startswith(_PREFIX) or (k in new_name and new_name[k] != ours.get(k))
     )
-    missing = sorted(set(expected) - set(state))
-    mismatched = [
-        f"{k} {tuple(v.shape)} (expected {expected[k]})"
-        for k, v in sorted(state.items())
-        if k in expected and tuple(v.shape) != expected[k]
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} {_listing(names)}"
-            for label, names in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped", mismatched),
-            )
-            if names
-        ]
-        raise CheckpointError(f"{source} is not GEN3C's transformer: " + "; ".join(parts))
-    nonfinite = sorted(k for k, v in state.items() if not torch.isfinite(v.float()).all())
-    if nonfinite:
-        raise CheckpointError(f"{source}: non-finite values in {_listing(nonfinite)}")
+    check_released_weights(state, expected, unexpected, source, "GEN3C's transformer")
     return {new_name[k]: state[k] for k in expected}
 
 

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from lyra_core.models.decoder import LyraDecoderConfig
 from lyra_core.models.lyra1 import Lyra1Decoder
+from lyra_core.models.modeling_utils import check_released_weights, load_released_weights
 from lyra_core.utils.errors import CheckpointError, run_command
 
 __all__ = [
@@ -133,28 +134,7 @@ def load_released_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             corrupt, or holding objects other than tensors and containers), no weight dict,
             or entries that are not plain dense tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    except Exception as err:  # pickle, zip and torch errors share no base class
-        message = " ".join(str(err).split())[:200]
-        raise CheckpointError(
-            f"{path}: not a torch checkpoint of plain tensors ({message})"
-        ) from err
-    if isinstance(data, Mapping) and isinstance(data.get("module"), Mapping):
-        data = data["module"]
-    if not isinstance(data, Mapping) or not data:
-        raise CheckpointError(f"{path}: expected a dict of weights (DeepSpeed ['module'])")
-    bad = [
-        str(k)
-        for k, v in data.items()
-        if not (isinstance(k, str) and isinstance(v, Tensor) and v.layout == torch.strided)
-    ]
-    if bad:
-        raise CheckpointError(f"{path}: entries that are not plain tensors: {_listing(bad)}")
-    state = dict(data)
+    state = load_released_weights(path, "module", "DeepSpeed ['module']")
     for prefix in _STRIPPED_PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
@@ -213,29 +193,9 @@ def convert_state_dict(
             (released names), or non-finite values.
     """
     expected = released_shapes(config)
-    missing = sorted(set(expected) - set(state))
     unexpected = sorted(k for k in state if k not in expected or to_ours(k) is None)
-    mismatched = [
-        f"{k} {tuple(v.shape)} (expected {expected[k]})"
-        for k, v in sorted(state.items())
-        if k in expected and tuple(v.shape) != expected[k]
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} {_listing(names)}"
-            for label, names in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped", mismatched),
-            )
-            if names
-        ]
-        raise CheckpointError(f"{source} is not Lyra-1's decoder: " + "; ".join(parts))
-    converted = {to_ours(k) or k: v for k, v in state.items()}
-    nonfinite = sorted(k for k, v in state.items() if not torch.isfinite(v.float()).all())
-    if nonfinite:
-        raise CheckpointError(f"{source}: non-finite values in {_listing(nonfinite)}")
-    return converted
+    check_released_weights(state, expected, unexpected, source, "Lyra-1's decoder")
+    return {to_ours(k) or k: v for k, v in state.items()}
 
 
 def import_checkpoint(
@@ -263,11 +223,6 @@ def import_checkpoint(
     model = Lyra1Decoder(config)
     model.load_state_dict(converted)  # casts to the model's float32
     return model.save_pretrained(out), config
-
-
-def _listing(names: list[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > limit else ''}]"
 
 
 def build_parser() -> argparse.ArgumentParser:

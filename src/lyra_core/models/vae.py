@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
-from lyra_core.models.modeling_utils import check_state_dict
+from lyra_core.models.modeling_utils import check_folder_weights
 from lyra_core.utils.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
@@ -155,13 +155,28 @@ class VideoVAE(nn.Module):
             raise CheckpointError(f"{path}: names no diffusers model ({class_name!r})")
         try:
             vae = model_class.from_pretrained(folder, **kwargs)
-            _check_weights(vae, folder)
+            check_folder_weights(vae, folder)
             return cls(vae)
         except CheckpointError:
             raise
         except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
             message = " ".join(str(err).split())
             raise CheckpointError(f"video VAE {folder}: {message}") from err
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike[str]) -> VideoVAE:
+        """Load either kind of tokenizer folder: a diffusers folder (``config.json``, no
+        TorchScript files: :meth:`from_pretrained`), else the released TorchScript Cosmos
+        tokenizer (:meth:`from_cosmos_jit`).
+
+        Raises:
+            CheckpointError: as the loader of the folder's kind.
+        """
+        folder = Path(folder)
+        is_diffusers = (folder / CONFIG_NAME).is_file()
+        if is_diffusers and not any((folder / n).exists() for n in COSMOS_JIT_FILES):
+            return cls.from_pretrained(folder)
+        return cls.from_cosmos_jit(folder)
 
     @classmethod
     def from_cosmos_jit(
@@ -333,19 +348,6 @@ class VideoVAE(nn.Module):
             raise ValueError(f"T - 1 = {t - 1} frames must be a multiple of {self.temporal_factor}")
         if h % self.spatial_factor or w % self.spatial_factor:
             raise ValueError(f"frames of {w}x{h} must be multiples of {self.spatial_factor}")
-
-
-def _check_weights(vae: nn.Module, folder: Path) -> None:
-    """Refuse safetensors weights in ``folder`` whose names or shapes differ from ``vae``'s."""
-    from safetensors import safe_open
-
-    shapes: dict[str, list[int]] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as weights:
-            names = weights.keys()  # a safetensors file is not iterable
-            shapes |= {name: weights.get_slice(name).get_shape() for name in names}
-    if shapes:
-        check_state_dict(vae, shapes, folder)
 
 
 def _stats(values, default: float, channels: int) -> Tensor:

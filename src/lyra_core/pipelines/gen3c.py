@@ -6,6 +6,7 @@
     out.frames       # (T, 3, H, W) float32 decoded frames in [0, 1]
     out.cache_rgb    # (T, 3, H, W) float32 the 3D cache rendered along the trajectory, [0, 1]
     out.cache_mask   # (T, H, W) bool, where the cache covers the view
+    out.cache_depth  # (T, H, W) float32 z-depth of those renders, meters (0: uncovered)
 
 :meth:`Gen3CPipeline.__call__` takes ``image`` (3, H, W) float in [0, 1]; ``depth`` (H, W) meters
 along the optical axis (0, NaN, inf: unknown); ``K`` (3, 3) pixels; ``cameras``
@@ -19,9 +20,9 @@ Steps (GEN3C as Lyra ran it, with diffusers' Cosmos-1.0 Video2World precondition
 
 1. **3D cache**: the image unprojected with its depth (one Gaussian per pixel,
    :func:`lyra_core.pipelines.cache3d.cache_gaussians`) rendered at every camera over black
-   (:func:`~lyra_core.pipelines.cache3d.render_views`): the warped video and its mask
-   (alpha > 0.5). GEN3C reads two cache buffers; a single image fills the first, the second is
-   zeros.
+   (:func:`~lyra_core.pipelines.cache3d.render_views`): the warped video, its mask
+   (alpha > 0.5) and its depth. GEN3C reads two cache buffers; a single image fills the first,
+   the second is zeros.
 2. **Conditioning**: latent frame 0 is the VAE latent of the input image (``augment_sigma`` =
    0.001 of noise, marked by the condition mask); the pose latents are, per buffer,
    VAE(warped video in [-1, 1]) and VAE(mask x 2 - 1 as 3 channels): 2 x (16 + 16) = 64
@@ -57,9 +58,7 @@ A teacher folder (:meth:`Gen3CPipeline.from_pretrained` / :meth:`~Gen3CPipeline.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +78,12 @@ from lyra_core.models.gen3c import (
     unfolded_config,
     write_transformer_folder,
 )
-from lyra_core.models.modeling_utils import write_folder_atomically
-from lyra_core.models.vae import COSMOS_JIT_FILES, VideoVAE
+from lyra_core.models.modeling_utils import (
+    default_device_dtype,
+    on_device,
+    write_folder_atomically,
+)
+from lyra_core.models.vae import VideoVAE
 from lyra_core.pipelines.cache3d import (
     CACHE_BACKGROUND,
     DEFAULT_BATCH_SIZE,
@@ -131,12 +134,15 @@ class Gen3COutput:
         frames: (T, 3, H, W) float32 decoded frames in [0, 1].
         cache_rgb: (T, 3, H, W) float32 3D-cache renders in [0, 1] (black where uncovered).
         cache_mask: (T, H, W) bool cache coverage.
+        cache_depth: (T, H, W) float32 z-depth of the cache renders, meters (0 where
+            uncovered).
     """
 
     latents: Tensor
     frames: Tensor
     cache_rgb: Tensor
     cache_mask: Tensor
+    cache_depth: Tensor
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -204,8 +210,7 @@ class Gen3CPipeline:
                 f"the VAE makes {vae.latent_channels}-channel latents, the transformer denoises "
                 f"{transformer.config.out_channels}"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.device, self.dtype = default_device_dtype(device, dtype)
         self.offload = offload
         home = torch.device("cpu") if offload else self.device
         self.transformer = _cast(transformer.eval(), self.dtype).to(home)
@@ -236,12 +241,9 @@ class Gen3CPipeline:
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"no GEN3C teacher folder at {folder}")
-        device = torch.device(
-            kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        dtype = kwargs.get("dtype") or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        _, dtype = default_device_dtype(kwargs.get("device"), kwargs.get("dtype"))
         transformer = load_transformer(folder / "transformer", torch_dtype=dtype)
-        vae = _load_vae(folder / "vae")
+        vae = VideoVAE.from_folder(folder / "vae")
         prompt, negative = load_text_embeddings(folder / TEXT_EMBEDDINGS_NAME)
         if prompt.shape[-1] != int(transformer.config.text_embed_dim):
             raise CheckpointError(
@@ -289,17 +291,6 @@ class Gen3CPipeline:
 
     # ------------------------------------------------------------------ steps
 
-    @contextlib.contextmanager
-    def _on_device(self, model: nn.Module) -> Iterator[nn.Module]:
-        model.to(self.device)
-        try:
-            yield model
-        finally:
-            if self.offload:
-                model.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-
     def check_inputs(
         self, image: Tensor, depth: Tensor, K: Tensor, cameras: Cameras
     ) -> tuple[int, int, int]:
@@ -335,9 +326,10 @@ class Gen3CPipeline:
         K: Tensor,
         cameras: Cameras,
         camtoworld: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The 3D cache along ``cameras``: (T, 3, H, W) float32 colour in [0, 1] (black where
-        uncovered) and the (T, H, W) bool mask, on the CPU."""
+        uncovered), the (T, H, W) bool mask and the (T, H, W) float32 z-depth in meters (0
+        where uncovered), on the CPU."""
         h, w = image.shape[1:]
         pose = cameras.camtoworlds[0] if camtoworld is None else camtoworld
         intrinsics = Intrinsics.from_matrix(K, w, h)
@@ -355,7 +347,7 @@ class Gen3CPipeline:
             self.render_batch_size,
             output_type="float",
         )
-        return renders.rgb.permute(0, 3, 1, 2).cpu(), renders.mask.cpu()
+        return renders.rgb.permute(0, 3, 1, 2).cpu(), renders.mask.cpu(), renders.depth.cpu()
 
     def encode_conditions(
         self, image: Tensor, cache_rgb: Tensor, cache_mask: Tensor
@@ -373,7 +365,7 @@ class Gen3CPipeline:
             cache_rgb.permute(0, 2, 3, 1)[None],  # warped video, [0, 1] -> [-1, 1] inside
             cache_mask.float()[None, ..., None].expand(-1, -1, -1, -1, 3),  # mask x 2 - 1
         ]
-        with self._on_device(self.vae), torch.inference_mode():
+        with on_device(self.vae, self.device, self.offload), torch.inference_mode():
             latents = [
                 self.vae.encode(v.to(self.device, torch.float32), batch_size=self.vae_batch_size)
                 .float()
@@ -430,7 +422,7 @@ class Gen3CPipeline:
         augment = torch.tensor(self.augment_sigma, device=device)
         c_in_augment = scheduler._get_conditioning_c_in(augment)
 
-        with self._on_device(self.transformer), torch.inference_mode():
+        with on_device(self.transformer, self.device, self.offload), torch.inference_mode():
             steps = tqdm(scheduler.timesteps, desc="gen3c", unit="step", disable=not self.progress)
             for i, t in enumerate(steps):
                 sigma = scheduler.sigmas[i].to(device)
@@ -463,7 +455,7 @@ class Gen3CPipeline:
 
     def decode(self, latents: Tensor) -> Tensor:
         """Normalised latents (1, C, T', h, w) -> frames (T, 3, H, W) in [0, 1] on the CPU."""
-        with self._on_device(self.vae), torch.inference_mode():
+        with on_device(self.vae, self.device, self.offload), torch.inference_mode():
             video = self.vae.decode(
                 latents.permute(0, 2, 1, 3, 4).to(self.device), batch_size=self.vae_batch_size
             )
@@ -487,17 +479,9 @@ class Gen3CPipeline:
             ValueError: inputs that do not fit each other or the networks.
         """
         self.check_inputs(image, depth, K, cameras)
-        cache_rgb, cache_mask = self.render_cache(image, depth, K, cameras, camtoworld)
+        cache_rgb, cache_mask, cache_depth = self.render_cache(image, depth, K, cameras, camtoworld)
         image_latent, pose = self.encode_conditions(image.float().cpu(), cache_rgb, cache_mask)
         latents = self.sample(image_latent, pose, generator, num_inference_steps, guidance_scale)
         normalised = (latents / self.scheduler.config.sigma_data).float()
         frames = self.decode(normalised)
-        return Gen3COutput(normalised.cpu(), frames, cache_rgb, cache_mask)
-
-
-def _load_vae(folder: Path) -> VideoVAE:
-    """A diffusers VAE folder, or the released TorchScript Cosmos tokenizer."""
-    is_diffusers = (folder / "config.json").is_file()
-    if is_diffusers and not any((folder / n).exists() for n in COSMOS_JIT_FILES):
-        return VideoVAE.from_pretrained(folder)
-    return VideoVAE.from_cosmos_jit(folder)
+        return Gen3COutput(normalised.cpu(), frames, cache_rgb, cache_mask, cache_depth)

@@ -34,16 +34,14 @@ while it runs). A folder with a missing or mismatched part is refused with a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES
 from lyra_core.models.decoder import DecoderOutput
@@ -54,6 +52,7 @@ from lyra_core.models.lyra1 import (
     load_decoder,
     time_embedding,
 )
+from lyra_core.models.modeling_utils import default_device_dtype, on_device
 from lyra_core.models.vae import COSMOS_JIT_FILES, VideoVAE
 from lyra_core.pipelines.student import STUDENT_CONFIG_NAME, LyraStudent, StudentConfig
 from lyra_core.utils.errors import CheckpointError
@@ -116,8 +115,7 @@ class Lyra1Student:
     ) -> None:
         if not isinstance(decoder, Lyra1Decoder):
             raise TypeError(f"decoder must be a Lyra1Decoder, got {type(decoder).__name__}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.device, self.dtype = default_device_dtype(device, dtype)
         self.offload = offload
         home = torch.device("cpu") if offload else self.device
         self.vae = vae.eval().to(home)
@@ -143,11 +141,7 @@ class Lyra1Student:
                 f"{decoder_folder}: not a Lyra-1 decoder (lyra import-checkpoint)"
             )
         tokenizer = Path(tokenizer_folder)
-        is_diffusers = (tokenizer / "config.json").is_file()
-        if is_diffusers and not any((tokenizer / n).exists() for n in COSMOS_JIT_FILES):
-            vae = VideoVAE.from_pretrained(tokenizer)
-        else:
-            vae = VideoVAE.from_cosmos_jit(tokenizer)
+        vae = VideoVAE.from_folder(tokenizer)
         if vae.latent_channels != decoder.config.latent_channels:
             raise CheckpointError(
                 f"the tokenizer {tokenizer} makes {vae.latent_channels}-channel latents, the "
@@ -158,17 +152,6 @@ class Lyra1Student:
     check_video_size = LyraStudent.check_video_size
     """Raise ValueError unless W x H x N videos fit the tokenizer and the decoder's patches (the
     student's rule: it reads only ``vae`` and ``decoder.config.patch_size``)."""
-
-    @contextlib.contextmanager
-    def _on_device(self, model: nn.Module) -> Iterator[nn.Module]:
-        model.to(self.device)
-        try:
-            yield model
-        finally:
-            if self.offload:
-                model.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def __call__(self, camtoworlds: Tensor, Ks: Tensor, **inputs) -> DecoderOutput:
@@ -210,7 +193,7 @@ class Lyra1Student:
             raise ValueError("give exactly one of videos and latents")
         batch, views, frames = camtoworlds.shape[:3]
         factor = self.vae.spatial_factor
-        with self._on_device(self.vae) as vae:
+        with on_device(self.vae, self.device, self.offload) as vae:
             if videos is not None:
                 if videos.shape[:3] != (batch, views, frames):
                     raise ValueError(
@@ -249,7 +232,7 @@ class Lyra1Student:
     def decode(self, inputs: Lyra1Inputs) -> DecoderOutput:
         """The decoder's part: :class:`Lyra1Inputs` -> Gaussians (see :meth:`__call__`)."""
         times = [] if inputs.times is None else [t.to(self.dtype) for t in inputs.times]
-        with self._on_device(self.decoder) as decoder:
+        with on_device(self.decoder, self.device, self.offload) as decoder:
             return decoder(
                 inputs.latents.to(self.dtype),
                 inputs.plucker.to(self.dtype),

@@ -50,7 +50,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ from torch import Tensor
 
 from lyra_core.geometry.cameras import Intrinsics
 from lyra_core.geometry.trajectories import lyra_trajectories
-from lyra_core.geometry.transforms import rigid_inverse, rotation_to_quaternion_wxyz
+from lyra_core.geometry.transforms import rigid_inverse
 from lyra_core.pipelines.cache3d import DEFAULT_BATCH_SIZE, cache_gaussians, render_cache
 from lyra_core.pipelines.lyra1 import (
     LYRA1_VIEW_ORDER,
@@ -327,7 +327,7 @@ class LyraWorldPipeline:
         clock.lap("encode")
         output = self.student.decode(encoded)
         gaussians = output.to_gaussians(prune_ratio=prune_ratio)
-        return _transform_gaussians(gaussians, reference)
+        return gaussians.transformed(reference)
 
     def _cache(
         self,
@@ -376,27 +376,6 @@ class LyraWorldPipeline:
                 f"image, got {tuple(depth_t.shape)}"
             )
         return depth_t, source
-
-
-def _transform_gaussians(gaussians: Gaussians, world_from_frame: Tensor) -> Gaussians:
-    """Gaussians of a frame moved into the world: ``means`` by the rigid (4, 4)
-    ``world_from_frame``, ``quats`` (w, x, y, z) composed with its rotation; in float64, cast
-    back to the Gaussians' dtype."""
-    pose = world_from_frame.to(gaussians.means.device, torch.float64)
-    dtype = gaussians.means.dtype
-    means = gaussians.means.double() @ pose[:3, :3].T + pose[:3, 3]
-    w1, x1, y1, z1 = rotation_to_quaternion_wxyz(pose[:3, :3]).unbind(-1)
-    w2, x2, y2, z2 = gaussians.quats.double().unbind(-1)
-    quats = torch.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        dim=-1,
-    )
-    return replace(gaussians, means=means.to(dtype), quats=quats.to(dtype))
 
 
 def _cpu_tensor(value: np.ndarray | Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lyra_core.geometry.transforms import rotation_to_quaternion_wxyz
 from lyra_core.utils.checks import check_shape
 
 __all__ = [
@@ -493,6 +494,36 @@ class Gaussians:
         if dtype is not None and dtype not in _FLOAT_DTYPES:
             raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype}")
         return self._map(lambda t: t.to(device=device, dtype=dtype))
+
+    def transformed(self, pose: Tensor) -> Gaussians:
+        """The Gaussians moved by the rigid ``(4, 4)`` transform ``pose`` (new frame from old):
+        means mapped, quaternions (w, x, y, z) composed with its rotation (Hamilton product),
+        in float64 and cast back to the scene's dtype. Scales, opacities, times and durations
+        are unchanged, and so is the SH colour (exact for degree 0; higher bands are not
+        rotated).
+
+        Args:
+            pose: ``(4, 4)`` rigid transform (rotation and translation in meters), any
+                device or dtype.
+        """
+        pose = torch.as_tensor(pose).to(self.device, torch.float64)
+        check_shape("pose", pose, (4, 4))
+        means = self.means.double() @ pose[:3, :3].T + pose[:3, 3]
+        w1, x1, y1, z1 = rotation_to_quaternion_wxyz(pose[:3, :3]).unbind(-1)
+        w2, x2, y2, z2 = self.quats.double().unbind(-1)
+        quats = torch.stack(
+            [
+                w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+                w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            ],
+            dim=-1,
+        )
+        fields = self._tensors()
+        fields["means"] = means.to(self.dtype)
+        fields["quats"] = quats.to(self.dtype)
+        return type(self)(**fields)
 
     def detach(self) -> Gaussians:
         """A scene whose tensors are detached from the autograd graph (shared storage)."""

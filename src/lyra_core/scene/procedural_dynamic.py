@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lyra_core.geometry.transforms import rotation_to_quaternion_wxyz
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.scene.procedural_room import box, procedural_room, sphere, surface_gaussians
 
-__all__ = ["DynamicRoom", "ObjectPath", "procedural_dynamic_room", "transform_gaussians"]
+__all__ = ["DynamicRoom", "ObjectPath", "procedural_dynamic_room"]
 
 OBJECT_FRACTION = 0.15
 """Share of ``num_gaussians`` given to the moving objects (split evenly among them)."""
@@ -96,7 +95,7 @@ class DynamicRoom:
     def objects_at(self, t: float) -> Gaussians:
         """All objects posed at time ``t``, in world coordinates (3D)."""
         return Gaussians.cat(
-            [transform_gaussians(g, self.object_pose(k, t)) for k, g in enumerate(self.objects)]
+            [g.transformed(self.object_pose(k, t)) for k, g in enumerate(self.objects)]
         )
 
     def gaussians_at(self, t: float) -> Gaussians:
@@ -110,27 +109,6 @@ class DynamicRoom:
         return Gaussians.from_time_slices(
             [self.objects_at(float(t)) for t in times], times, static=self.static
         )
-
-
-def transform_gaussians(gaussians: Gaussians, pose: Tensor) -> Gaussians:
-    """Gaussians moved by the rigid ``(4, 4)`` transform ``pose``: means mapped, quaternions
-    (w, x, y, z) composed with its rotation (Hamilton product, computed in float64 and cast
-    back to the Gaussians' dtype); scales, opacities and colours (SH degree 0) unchanged."""
-    pose = torch.as_tensor(pose).to(gaussians.device, torch.float64)
-    dtype = gaussians.dtype
-    means = gaussians.means.double() @ pose[:3, :3].T + pose[:3, 3]
-    w1, x1, y1, z1 = rotation_to_quaternion_wxyz(pose[:3, :3]).unbind(-1)
-    w2, x2, y2, z2 = gaussians.quats.double().unbind(-1)
-    quats = torch.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        dim=-1,
-    )
-    return replace(gaussians, means=means.to(dtype), quats=quats.to(dtype))
 
 
 def procedural_dynamic_room(

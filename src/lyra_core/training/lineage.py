@@ -1,9 +1,10 @@
 """Which earlier runs a student training run continues, and its cumulative step count.
 
-A run's ``decoder:`` setting names a preset (``tiny``, ``reference``: a fresh decoder) or a folder
-to start from: a decoder checkpoint of an earlier run (``RUN/checkpoints/step_XXXXXXX/decoder``)
-or an exported student folder (with ``student.json``). When a run starts, ``lyra train`` writes
-``lineage.json`` into its output folder::
+A run's ``decoder:`` setting names a preset (:data:`DECODER_PRESETS`: a fresh decoder) or a
+folder to start from: a decoder checkpoint of an earlier run
+(``RUN/checkpoints/step_XXXXXXX/decoder``) or an exported student folder (with
+``student.json``). When a run starts, ``lyra train`` writes ``lineage.json`` into its output
+folder::
 
     {"config": "config/train_tiny_continue.yaml",     # the settings file, null if unknown
      "decoder": "outputs/train_tiny/checkpoints/step_0001000/decoder",
@@ -30,7 +31,10 @@ from lyra_core.utils.atomic import write_text_atomic
 from lyra_core.utils.errors import CheckpointError
 
 LINEAGE_NAME = "lineage.json"
-DECODER_PRESETS = ("tiny", "reference")
+DECODER_PRESETS = ("tiny", "reference", "lyra1")
+"""The ``decoder:`` settings that build a fresh decoder: the
+:class:`~lyra_core.models.decoder.LyraDecoderConfig` class method of that name (``lyra1``:
+Lyra-1's static decoder)."""
 
 
 def cumulative_steps(parents: list[dict[str, Any]], steps: int | None) -> int | None:

@@ -59,22 +59,20 @@ from lyra_core.data.format import (
 )
 from lyra_core.evaluation.evaluate import render_heldout, student_method
 from lyra_core.evaluation.metrics import image_metrics
-from lyra_core.geometry.cameras import Cameras
 from lyra_core.models.decoder import DecoderOutput, LyraDecoderConfig
 from lyra_core.models.lyra1 import Lyra1Decoder, build_decoder, encode_plucker, load_decoder
 from lyra_core.models.perceptual.metric import PerceptualMetric, load_perceptual
 from lyra_core.models.vae import VideoVAE
 from lyra_core.pipelines.lyra1 import LYRA1_VIEW_ORDER
 from lyra_core.pipelines.student import DECODER_FOLDER, STUDENT_CONFIG_NAME, LyraStudent
-from lyra_core.rendering import render
 from lyra_core.training.config import (
     config_from_args,
     load_yaml_dataclass,
     training_parser,
 )
-from lyra_core.training.distill import distillation_loss, pixel_aligned_terms
+from lyra_core.training.distill import decoded_loss, distillation_loss, render_targets
 from lyra_core.training.lineage import DECODER_PRESETS, LINEAGE_NAME, write_lineage
-from lyra_core.training.losses import LossWeights, lyra_loss
+from lyra_core.training.losses import LossWeights
 from lyra_core.training.trainer import Trainer, TrainingTask
 from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
@@ -86,8 +84,8 @@ class TrainConfig:
 
     data_dir: str = "data/procedural"  # procedural or teacher scenes (or both)
     out_dir: str = "outputs/train"
-    decoder: str = "tiny"  # preset (tiny, reference), a decoder folder or a student folder
-    # e.g. {architecture: lyra1, mamba_layout: shared, norm_eps: 1.0e-6}: Lyra-1's decoder
+    decoder: str = "tiny"  # preset (DECODER_PRESETS), a decoder folder or a student folder
+    # settings changed from the preset's, e.g. {prune_ratio: 0.8}
     decoder_overrides: dict = field(default_factory=dict)
     vae: str = "tiny"  # "tiny" or a diffusers VAE folder (teacher data: the teacher's VAE)
     steps: int = 1000
@@ -123,6 +121,22 @@ def build_vae(config: TrainConfig) -> VideoVAE:
     return VideoVAE.tiny() if config.vae == "tiny" else VideoVAE.from_pretrained(config.vae)
 
 
+def preset_decoder_config(config: TrainConfig) -> LyraDecoderConfig:
+    """The config of a fresh decoder: the preset ``decoder:`` names (:data:`DECODER_PRESETS`,
+    the :class:`LyraDecoderConfig` class method of that name) with ``decoder_overrides``.
+
+    Raises:
+        ConfigError: ``decoder:`` is no preset, or overrides that are not decoder settings.
+    """
+    if config.decoder not in DECODER_PRESETS:
+        raise ConfigError(f"decoder {config.decoder!r} is no preset {DECODER_PRESETS}")
+    base = getattr(LyraDecoderConfig, config.decoder)().to_dict()
+    try:
+        return LyraDecoderConfig(**{**base, **config.decoder_overrides})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"decoder_overrides {config.decoder_overrides}: {err}") from err
+
+
 def build_student(config: TrainConfig) -> LyraStudent:
     """The VAE and the decoder to train: a preset with ``decoder_overrides``, or the decoder of
     a folder (a decoder folder, or a student folder's ``decoder/``).
@@ -133,12 +147,7 @@ def build_student(config: TrainConfig) -> LyraStudent:
     """
     vae = build_vae(config)
     if config.decoder in DECODER_PRESETS:
-        base = getattr(LyraDecoderConfig, config.decoder)().to_dict()
-        try:
-            decoder_config = LyraDecoderConfig(**{**base, **config.decoder_overrides})
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"decoder_overrides {config.decoder_overrides}: {err}") from err
-        decoder = build_decoder(decoder_config)
+        decoder = build_decoder(preset_decoder_config(config))
     else:
         folder = Path(config.decoder)
         if (folder / STUDENT_CONFIG_NAME).is_file():
@@ -213,26 +222,16 @@ def latent_distillation_loss(
     teacher's decoded frames), pruned as :func:`~lyra_core.training.distill.distillation_loss`
     prunes, plus the pixel-aligned terms where weighted (this package's decoder only)."""
     output = decode_latents(student, *decoder_inputs(student, sample))
-    gaussians = output.to_gaussians()
-    kept = gaussians.prune_by_opacity(prune_ratio) if prune_ratio > 0 else gaussians
-    height, width = targets.rgb.shape[1:3]
-    device = gaussians.means.device
-    cameras = Cameras(targets.camtoworlds.to(device), targets.Ks.to(device), width, height)
-    rendered = render(kept, cameras, background=sample.background)
-    loss, terms = lyra_loss(
-        rendered.rgb,
-        targets.rgb.to(device),
-        rendered.depth[..., 0],
-        targets.depth.to(device),
-        gaussians.opacities,
+    return decoded_loss(
+        student,
+        sample,
+        output,
+        targets,
         weights,
         perceptual,
+        prune_ratio,
+        aligned_terms=not reads_latents_only(student),
     )
-    if not reads_latents_only(student):
-        for name, value in pixel_aligned_terms(student, sample, output, weights).items():
-            loss = loss + getattr(weights, name) * value
-            terms[name] = float(value.detach())
-    return loss, terms
 
 
 def validate(
@@ -273,11 +272,8 @@ def _render_targets(student: LyraStudent, sample: SceneSample) -> tuple[Tensor, 
     with torch.no_grad():
         output = decode_latents(student, *decoder_inputs(student, sample))
         gaussians = output.to_gaussians(prune_ratio=student.decoder.config.prune_ratio)
-        height, width = targets.rgb.shape[1:3]
-        device = gaussians.means.device
-        cameras = Cameras(targets.camtoworlds.to(device), targets.Ks.to(device), width, height)
-        rendered = render(gaussians, cameras, background=sample.background).rgb.clamp(0, 1)
-    return rendered, targets.rgb.to(device)
+        rendered = render_targets(gaussians, targets, sample.background).rgb.clamp(0, 1)
+    return rendered, targets.rgb.to(rendered.device)
 
 
 def select_views(targets: TargetViews, count: int | None, rng: torch.Generator) -> TargetViews:
