@@ -25,7 +25,12 @@ def test_training_configs_are_found():
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_training_config_parses(path):
     data = yaml.safe_load(path.read_text())
-    settings_class = TrainConfig if "decoder" in data else VAETrainConfig
+    if data.get("dynamic"):
+        from lyra_core.training.train_dynamic import DynamicTrainConfig
+
+        settings_class = DynamicTrainConfig
+    else:
+        settings_class = TrainConfig if "decoder" in data else VAETrainConfig
     config = settings_class.from_yaml(path)
     assert config.steps > 0 and config.out_dir.startswith("outputs/")
 

@@ -172,19 +172,19 @@ def test_dataset_returns_collatable_tensors(tiny):
 
 def test_failed_write_leaves_no_partial_folder(tiny, tmp_path, monkeypatch):
     _, samples = tiny
-    original = data_format._write_view_set
+    original = data_format.write_view_set
 
     def failing(folder: Path, views: ViewSet) -> None:
         if folder.name == "heldout":  # the last part written: most files already exist
             raise OSError("disk full (simulated)")
         original(folder, views)
 
-    monkeypatch.setattr(data_format, "_write_view_set", failing)
+    monkeypatch.setattr(data_format, "write_view_set", failing)
     target = tmp_path / "train" / scene_dirname(0)
     with pytest.raises(OSError, match="simulated"):
         write_scene(target, samples[0])
     assert list((tmp_path / "train").iterdir()) == []
-    monkeypatch.setattr(data_format, "_write_view_set", original)
+    monkeypatch.setattr(data_format, "write_view_set", original)
     write_scene(target, samples[0])
     with pytest.raises(FileExistsError):
         write_scene(target, samples[0])

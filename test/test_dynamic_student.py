@@ -3,10 +3,12 @@ supervision), the 4D cache, time conditioning, the pipeline and a training step.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lyra_core.data.dynamic import (
     DynamicDataset,
@@ -200,31 +202,40 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(scene_dir):
 def test_training_run_writes_a_loadable_dynamic_student_and_eval_scores_it(
     scene_dir, sample, tmp_path
 ):
+    from lyra_core.cli import main as lyra
     from lyra_core.evaluation.dynamic import CACHE_4D_METHOD, evaluate_dynamic
-    from lyra_core.training.train_dynamic import DynamicTrainConfig, train_dynamic
 
     torch.manual_seed(0)
     static = LyraStudent(VideoVAE.tiny(), LyraDecoder(tiny_decoder_config()))
     static.save_pretrained(tmp_path / "static", StudentConfig(width=32, height=32, num_frames=9))
     data_root = scene_dir.parent.parent
-    config = DynamicTrainConfig(
-        data_dir=str(data_root),
-        out_dir=str(tmp_path / "run"),
-        student=str(tmp_path / "static"),
-        steps=2,
-        target_views=3,
-        loss={"mse": 1.0, "perceptual": 0.0, "depth": 0.05, "opacity": 0.1},
-        perceptual="none",
-        log_every=1,
-    )
-    out = train_dynamic(config)
-    folder = out / "student"
+    settings = {
+        "dynamic": True,  # `lyra train` hands the file to lyra_core.training.train_dynamic
+        "data_dir": str(data_root),
+        "out_dir": str(tmp_path / "run"),
+        "student": str(tmp_path / "static"),
+        "steps": 2,
+        "target_views": 3,
+        "loss": {"mse": 1.0, "perceptual": 0.0, "depth": 0.05, "opacity": 0.1},
+        "perceptual": "none",
+        "log_every": 1,
+    }
+    (tmp_path / "dynamic.yaml").write_text(yaml.safe_dump(settings))
+    assert lyra(["train", "--config", str(tmp_path / "dynamic.yaml")]) == 0
+    folder = tmp_path / "run" / "student"
     pipeline = DynamicWorldPipeline.from_pretrained(folder)
     assert pipeline.config.num_frames == 9 and pipeline.config.training["dynamic"]
     with pytest.raises(Exception, match="student checkpoint"):
         LyraStudent.from_pretrained(folder)  # a dynamic decoder is not a static one
     report = evaluate_dynamic(data_root, "train", {"dyn": folder}, None, perceptual_name="none")
     summary = report["summary"]
+    evaluated = [
+        *(["eval", "--dynamic", "--split", "train", "--perceptual", "none", "--no-progress"]),
+        *("--data", str(data_root), "--student", f"dyn={folder}", "--out", str(tmp_path / "ev")),
+    ]
+    assert lyra(evaluated) == 0
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert written["summary"]["dyn"]["psnr"] == pytest.approx(summary["dyn"]["psnr"], abs=1e-6)
     assert set(summary) == {CACHE_4D_METHOD, "dyn", "dyn_raw"}
     views = sample.input
     cache = cache_world(
@@ -237,9 +248,10 @@ def test_training_run_writes_a_loadable_dynamic_student_and_eval_scores_it(
 
 
 def test_generator_cli_reports_bad_settings_in_one_line(tmp_path, capsys):
-    from lyra_core.data.dynamic import main
+    from lyra_core.cli import main as lyra
 
-    assert main(["--out", str(tmp_path), "--num-scenes", "1", "--frames", "1"]) == 2
+    bad = ["generate", "--dynamic", "--out", str(tmp_path), "--num-scenes", "1", "--frames", "1"]
+    assert lyra(bad) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 

@@ -69,13 +69,13 @@ from lyra_core.data.format import (
     SPLITS,
     TargetViews,
     ViewSet,
-    _load_view_set,
-    _write_view_set,
     list_scenes,
+    load_view_set,
     remove_stale_temporaries,
     scene_dirname,
     split_of_seed,
     split_seeds,
+    write_view_set,
 )
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.geometry.trajectories import LYRA_TRAJECTORY_NAMES, lyra_trajectories
@@ -475,12 +475,12 @@ def generate_dynamic_scene(
 
 
 def _write_views(folder: Path, views: ViewSet, times: Tensor) -> None:
-    _write_view_set(folder, views)
+    write_view_set(folder, views)
     np.save(folder / TIMES_FILE, times.numpy().astype(np.float64))
 
 
 def _load_views(folder: Path) -> tuple[ViewSet, Tensor]:
-    return _load_view_set(folder), torch.from_numpy(np.load(folder / TIMES_FILE))
+    return load_view_set(folder), torch.from_numpy(np.load(folder / TIMES_FILE))
 
 
 def write_dynamic_scene(path: str | os.PathLike[str], sample: DynamicSceneSample) -> Path:
@@ -519,8 +519,8 @@ def load_dynamic_scene(path: str | os.PathLike[str]) -> DynamicSceneSample:
             meta=meta,
             input=input_set,
             input_times=times,
-            trajectories={n: _load_view_set(path / "trajectories" / n) for n in names},
-            flipped={n: _load_view_set(path / "flipped" / n) for n in names},
+            trajectories={n: load_view_set(path / "trajectories" / n) for n in names},
+            flipped={n: load_view_set(path / "flipped" / n) for n in names},
             heldout=heldout,
             heldout_times=heldout_times,
         )

@@ -89,6 +89,7 @@ __all__ = [
     "ViewSet",
     "list_scenes",
     "load_scene",
+    "load_view_set",
     "remove_stale_temporaries",
     "scene_dirname",
     "scene_latents",
@@ -98,6 +99,7 @@ __all__ = [
     "write_scene_input",
     "write_scene_meta",
     "write_trajectory",
+    "write_view_set",
 ]
 
 #: Split names, in order.
@@ -245,7 +247,7 @@ class SceneSample:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_view_set(folder: Path, views: ViewSet) -> None:
+def write_view_set(folder: Path, views: ViewSet) -> None:
     """Write the five files of a :class:`ViewSet` (and ``latents.npy`` when it has latents) into
     ``folder`` (created if missing)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,9 +287,9 @@ def _write_contents(folder: Path, sample: SceneSample) -> None:
         sample.input_camtoworld,
     )
     for name, views in sample.trajectories.items():
-        _write_view_set(folder / "trajectories" / name, views)
+        write_view_set(folder / "trajectories" / name, views)
     if sample.heldout is not None:
-        _write_view_set(folder / "heldout", sample.heldout)
+        write_view_set(folder / "heldout", sample.heldout)
 
 
 def write_scene(path: str | os.PathLike[str], sample: SceneSample) -> Path:
@@ -326,7 +328,7 @@ def write_trajectory(scene_dir: str | os.PathLike[str], name: str, views: ViewSe
     """
     target = Path(scene_dir) / "trajectories" / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    return write_folder_atomically(target, lambda tmp: _write_view_set(tmp, views), overwrite=False)
+    return write_folder_atomically(target, lambda tmp: write_view_set(tmp, views), overwrite=False)
 
 
 def write_scene_meta(scene_dir: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
@@ -365,7 +367,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _load_view_set(folder: Path) -> ViewSet:
+def load_view_set(folder: Path) -> ViewSet:
     """Read the five files of a :class:`ViewSet` (and ``latents.npy`` if any) from ``folder``."""
     cameras = np.load(folder / "cameras.npz")
     latents = folder / LATENTS_FILE
@@ -400,8 +402,8 @@ def load_scene(
         input_depth=torch.from_numpy(np.load(path / "input" / "depth.npy")),
         input_K=torch.tensor(camera["K"], dtype=torch.float32),
         input_camtoworld=torch.tensor(camera["camtoworld"], dtype=torch.float32),
-        trajectories={n: _load_view_set(path / "trajectories" / n) for n in names},
-        heldout=_load_view_set(heldout) if heldout.is_dir() else None,
+        trajectories={n: load_view_set(path / "trajectories" / n) for n in names},
+        heldout=load_view_set(heldout) if heldout.is_dir() else None,
     )
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -522,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(existing scenes are skipped).",
         allow_abbrev=False,
     )
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="procedural DYNAMIC scenes (moving objects, time-synchronised trajectories, "
+        "flipped supervision) instead: the options of 'lyra generate --dynamic --help' follow",
+    )
     _option(parser, "--out", Path, Path("data/procedural"), "data root")
     parser.add_argument(
         "--num-scenes",
@@ -626,6 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``lyra generate``: returns 0, 1 when a scene failed (each is listed), or 2 for invalid
     settings (one line on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--dynamic" in argv:
+        from lyra_core.data.dynamic import main as generate_dynamic
+
+        return generate_dynamic([arg for arg in argv if arg != "--dynamic"])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.teacher is None:

@@ -29,6 +29,7 @@ records, means, per-scene values), ``metrics.md`` (a markdown table) and ``heldo
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -466,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic students against the 4D cache at held-out (camera, time) pairs of "
+        "dynamic scenes instead: the options of 'lyra eval --dynamic --help' follow",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=Path("data/procedural"),
@@ -554,7 +561,13 @@ def check_common_args(args: argparse.Namespace) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     """``lyra eval``: returns 0, or 2 with one line on stderr for an expected failure (bad
-    ``--student``, no data, no scenes, a checkpoint that does not load)."""
+    ``--student``, no data, no scenes, a checkpoint that does not load). ``--dynamic``: the
+    dynamic students on dynamic scenes (:mod:`lyra_core.evaluation.dynamic`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--dynamic" in argv:
+        from lyra_core.evaluation.dynamic import main as evaluate_dynamic
+
+        return evaluate_dynamic([arg for arg in argv if arg != "--dynamic"])
     args = build_parser().parse_args(argv)
     return run_command("lyra eval", lambda: _run(args))
 

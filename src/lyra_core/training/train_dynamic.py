@@ -36,14 +36,17 @@ from lyra_core.evaluation.dynamic import (
     evaluate_dynamic_scenes,
     student_4d_methods,
 )
-from lyra_core.geometry.cameras import Cameras
-from lyra_core.models.dynamic_decoder import DynamicLyraDecoder, is_dynamic_config
+from lyra_core.models.dynamic_decoder import (
+    TIME_EMBEDDING_KEY,
+    DynamicLyraDecoder,
+    is_dynamic_config,
+)
 from lyra_core.models.perceptual.metric import PerceptualMetric, load_perceptual
 from lyra_core.pipelines.dynamic_student import DynamicLyraStudent, DynamicWorldPipeline
 from lyra_core.pipelines.student import DECODER_FOLDER, LyraStudent, StudentConfig
-from lyra_core.rendering import render
 from lyra_core.training.config import config_from_args, load_yaml_dataclass, training_parser
-from lyra_core.training.losses import LossWeights, lyra_loss
+from lyra_core.training.distill import decoded_loss
+from lyra_core.training.losses import LossWeights
 from lyra_core.training.train_student import select_views
 from lyra_core.training.trainer import LOG_NAME, Trainer, TrainingTask
 from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
@@ -104,12 +107,22 @@ def load_initial_student(name: str) -> DynamicLyraStudent:
     folder = shipped_student_path() if name == "shipped" else Path(name)
     if folder is None:
         raise CheckpointError("this install has no shipped student")
-    decoder_config = Path(folder) / DECODER_FOLDER / "config.json"
-    if decoder_config.is_file() and '"time_embedding": true' in decoder_config.read_text():
+    if _is_dynamic_decoder(Path(folder) / DECODER_FOLDER / "config.json"):
         student, _ = DynamicLyraStudent.from_pretrained(folder)
         return student
     static, _ = LyraStudent.from_pretrained(folder)
     return DynamicLyraStudent.from_static(static)
+
+
+def _is_dynamic_decoder(config_file: Path) -> bool:
+    """Whether a decoder folder's config.json holds a dynamic decoder (time embeddings);
+    an unreadable file is left to the loader's error."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    extra = config.get("extra") if isinstance(config, dict) else None
+    return isinstance(extra, dict) and extra.get(TIME_EMBEDDING_KEY) is True
 
 
 def dynamic_loss(
@@ -132,19 +145,8 @@ def dynamic_loss(
     output = student(
         videos.to(device), poses.to(device), Ks.to(device), frame_times, float(frame_times[index])
     )
-    gaussians = output.to_gaussians()
-    kept = gaussians.prune_by_opacity(prune_ratio) if prune_ratio > 0 else gaussians
-    height, width = targets.rgb.shape[1:3]
-    cameras = Cameras(targets.camtoworlds.to(device), targets.Ks.to(device), width, height)
-    rendered = render(kept, cameras, background=sample.background)
-    loss, terms = lyra_loss(
-        rendered.rgb,
-        targets.rgb.to(device),
-        rendered.depth[..., 0],
-        targets.depth.to(device),
-        gaussians.opacities,
-        weights,
-        perceptual,
+    loss, terms = decoded_loss(
+        student, sample, output, targets, weights, perceptual, prune_ratio, aligned_terms=False
     )
     terms["target_index"] = float(index)
     return loss, terms
@@ -311,7 +313,7 @@ def training_record(config: DynamicTrainConfig, config_path: str | None, scenes:
 
 def main(argv: list[str] | None = None) -> int:
     """Train: 0, or 2 after one line on stderr for an expected failure."""
-    args = training_parser("lyra train (dynamic)", __doc__).parse_args(argv)
+    args = training_parser("lyra train", __doc__).parse_args(argv)
 
     def command() -> int:
         config = config_from_args(DynamicTrainConfig, args)
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training output in {out}; student in {out / STUDENT_OUT}")
         return 0
 
-    return run_command("lyra train (dynamic)", command)
+    return run_command("lyra train", command)
 
 
 if __name__ == "__main__":

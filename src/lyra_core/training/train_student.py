@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import PartialState
 from torch import Tensor, nn
 
@@ -412,6 +413,10 @@ def train(config: TrainConfig, config_path: str | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """``lyra train``: returns 0, or 2 after one line on stderr for an expected failure."""
     args = training_parser("lyra train", __doc__).parse_args(argv)
+    if _is_dynamic(args.config):
+        from lyra_core.training.train_dynamic import main as train_dynamic
+
+        return train_dynamic(argv)
 
     def command() -> int:
         config = config_from_args(TrainConfig, args)
@@ -419,6 +424,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_command("lyra train", command)
+
+
+def _is_dynamic(path: Path) -> bool:
+    """Whether the settings file says ``dynamic: true`` (the dynamic student's settings,
+    :mod:`lyra_core.training.train_dynamic`); an unreadable file is left to the loader."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("dynamic") is True
 
 
 if __name__ == "__main__":
