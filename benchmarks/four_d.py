@@ -72,6 +72,16 @@ def _four_d_world(static: int, slices: int, duration: float = 2.0) -> tuple[Gaus
     return room.world(times), 0.5 * (times[1] + times[2])
 
 
+def _shown(path: str | None) -> str | None:
+    """``path`` as written in the report: relative to the repository when inside it (the
+    report names no machine paths), else as given."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    root = Path(__file__).resolve().parent.parent
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
+
+
 def render_timing(args: argparse.Namespace, device: torch.device) -> dict:
     """Part (a)."""
     backend = "native" if "native" in available_backends() and device.type == "cpu" else "auto"
@@ -158,7 +168,7 @@ def quality(args: argparse.Namespace, device: torch.device) -> dict:
         "split": args.split,
         "scenes": len(scenes),
         "heldout_pairs": len(scenes) * len(load_pairs(scenes[0])),
-        "student": args.student,
+        "student": _shown(args.student),
         "perceptual": None if perceptual is None else perceptual.name,
         "seconds": round(time.perf_counter() - began, 1),
         "summary": summary,
@@ -221,8 +231,8 @@ def main() -> None:
     if args.quick:
         args.gaussians, args.repeats, args.budget, args.scenes = 20_000, 2, 0.2, 2
     if args.student is None:  # the shipped dynamic student, when there is one
-        shipped = Path(lyra_core.weights.__file__).parent / "student_tiny_dynamic"
-        args.student = str(shipped) if (shipped / "student.json").is_file() else None
+        shipped = lyra_core.weights.shipped_dynamic_student_path()
+        args.student = None if shipped is None else str(shipped)
     device = torch.device(args.device)
     report = {
         "device": args.device,
