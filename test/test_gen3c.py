@@ -4,7 +4,6 @@ the transformer sees them, the checkpoint import and the text-embedding file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from types import SimpleNamespace
@@ -13,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-from lyra_core.cli import teacher as teacher_cli
 from lyra_core.geometry.cameras import Cameras, Intrinsics
 from lyra_core.models import gen3c_checkpoint
 from lyra_core.models.gen3c import (
@@ -290,13 +288,3 @@ def test_text_embeddings_file_and_prompt_encoding(tmp_path):
     assert embeds.shape == (2, 5, 3)
     assert embeds[0, :1].eq(1).all() and embeds[0, 1:].eq(0).all()  # zero after the tokens
     assert embeds[1, :3].eq(1).all() and embeds[1, 3:].eq(0).all()
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is not None, reason="transformers is installed"
-)
-def test_encode_text_without_transformers_is_one_line(tmp_path, capsys):
-    argv = ["encode-text", "--t5", str(tmp_path), "--out", str(tmp_path / "t.safetensors")]
-    assert teacher_cli.main(argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "needs the 'transformers' package" in lines[0]
