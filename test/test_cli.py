@@ -52,9 +52,19 @@ def assert_one_error_line(capsys, command: str, needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", list(cli.COMMANDS))
+MODE_PARSERS = {
+    "generate --dynamic": "lyra_core.data.dynamic",
+    "eval --dynamic": "lyra_core.evaluation.dynamic",
+}
+"""Commands whose ``--dynamic`` hands the rest to another module's parser."""
+
+
+@pytest.mark.parametrize("command", [*cli.COMMANDS, *MODE_PARSERS])
 def test_every_option_has_help(command):
-    parser = command_parser(command)
+    if command in MODE_PARSERS:
+        parser = importlib.import_module(MODE_PARSERS[command]).build_parser()
+    else:
+        parser = command_parser(command)
     assert parser.prog == f"lyra {command}"
     assert parser.description, f"lyra {command} has no description"
     for action in parser._actions:

@@ -196,6 +196,33 @@ def test_recorder_skips_bad_frames_and_keeps_the_newest():
     assert len(skipped) == 2 and "no pose" in skipped[0]
 
 
+def test_recorder_rate_limit_thins_a_fast_feed_by_stamp():
+    def prepare(item):
+        i, stamp = item
+        rgb, depth = square_frame(i % 6)
+        return PosedFrame(rgb.astype(np.float32) / 255, INTR, np.eye(4), depth, stamp=stamp)
+
+    config = DynamicMapperConfig(max_frames=64, show_progress=False)
+    with pytest.raises(ValueError, match="min_interval"):
+        FeedRecorder(config, prepare, min_interval=float("nan"))
+    recorder = FeedRecorder(config, prepare, min_interval=0.1)  # record_rate 10 Hz
+    assert recorder.start()
+    # a 30 Hz camera with +-3 ms of stamp jitter, 0.5 s long, then the clock set back
+    jitter = [0.0, 0.003, -0.002, -0.003, 0.002, 0.001, -0.001, 0.003, -0.003, 0.0, 0.002]
+    stamps = [10.0 + i / 30 + jitter[i % len(jitter)] for i in range(16)] + [9.0]
+    for i, stamp in enumerate(stamps):
+        recorder.submit((i, stamp), stamp)
+    recording = recorder.stop()
+    assert recording is not None
+    mapper = recording.finish(10.0)
+    taken = [frame.stamp for frame in mapper.frames]
+    assert taken == [stamps[i] for i in (0, 3, 6, 9, 12, 15)]  # every third frame
+    stats = recording.stats()
+    # the set-back frame passes the limit; the mapper skips it (not after the last stamp)
+    assert (stats.frames, stats.thinned) == (6, 10)
+    assert stats.skipped == 1
+
+
 # ---------------------------------------------------------------------------- the node
 
 
@@ -326,9 +353,11 @@ def sim_pose() -> np.ndarray:
     return look_at((-0.6, -5.0, 1.8), (-0.6, -1.9, 0.3), (0.0, 0.0, 1.0)).double().numpy()
 
 
-def ground_truth(world, pose: np.ndarray, world_time: float) -> tuple[np.ndarray, np.ndarray]:
+def ground_truth(
+    world, pose: np.ndarray, world_time: float, mode: str = "step"
+) -> tuple[np.ndarray, np.ndarray]:
     cameras = Cameras.from_intrinsics(torch.as_tensor(pose, dtype=torch.float32)[None], INTR)
-    out = render(world, cameras, time=world_time)
+    out = render(world, cameras, time=world_time, time_mode=mode)
     rgb = (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     return rgb, out.depth[0, ..., 0].numpy()
 
@@ -454,6 +483,25 @@ def test_render_view_at_a_ros_time_and_bad_times(node, four_d_world, room, sim_p
         assert not refused.success and "bad request: time" in refused.message, refused.message
     early = client.call("render", RenderView.Request(pose=pose, camera_info=info, time=105.0))
     assert early.success and "world time 0.000 s" in early.message  # before the start: t0
+    assert process.poll() is None
+
+
+def test_blend_cross_fades_between_slices(node, four_d_world, sim_pose):
+    client, process = node
+    assert not client.set_parameter("time_mode", "smooth").successful
+    assert client.set_parameter("time_mode", "blend").successful
+    info, pose = intrinsics_to_camera_info(INTR), matrix_to_pose(sim_pose)
+    try:
+        # 0.625 s: half-way between the slices of 0.5 s and 0.75 s (step shows the later one)
+        view = client.call("render", RenderView.Request(pose=pose, camera_info=info, time=110.625))
+    finally:
+        assert client.set_parameter("time_mode", "step").successful
+    assert view.success and "world time 0.625 s" in view.message, view.message
+    rgb = image_to_rgb(view.image).astype(int)
+    blended = np.abs(rgb - ground_truth(four_d_world, sim_pose, 0.625, "blend")[0]).mean()
+    stepped = np.abs(rgb - ground_truth(four_d_world, sim_pose, 0.625, "step")[0]).mean()
+    assert blended < 0.5, f"the blended view differs from the cross-fade by {blended:.2f}"
+    assert stepped > 4 * max(blended, 0.1), f"blend looks like step ({stepped:.2f})"
     assert process.poll() is None
 
 

@@ -648,6 +648,7 @@ BAD_PARAMETERS = [
     ({"world_source": "fusion", "use_depth": False}, "use_depth"),
     ({"lyra_checkpoint": "/etc"}, "lyra_checkpoint"),  # outside checkpoint_dirs
     ({"max_input_pixels": 0}, "max_input_pixels"),
+    ({"record_rate": -1.0}, "record_rate"),
 ]
 if not torch.cuda.is_available():
     BAD_PARAMETERS.append(({"device": "cuda"}, "device"))

@@ -27,7 +27,8 @@ back as :class:`MappingParameters`.
 
 4D worlds (:mod:`lyra_ros.playback`): ``playback``, ``time_scale``, ``playback_start`` and
 ``time_mode`` say how a world with time plays on ROS time (:class:`PlaybackParameters`);
-``record_max_frames`` bounds a recording of the feed (``~/start_recording``), whose
+``record_max_frames`` bounds a recording of the feed (``~/start_recording``) and
+``record_rate`` thins it (``WorldParameters.record_interval``); its
 :class:`~lyra_core.mapping.dynamic.DynamicMapper` settings come from the depth and mapping
 parameters (``min_depth``, ``max_depth``, ``opacity``, ``orient``, ``mapping_stride``,
 ``max_gaussians``, ``background``).
@@ -140,6 +141,8 @@ class WorldParameters:
     depth_sync_tolerance: float
     playback: PlaybackParameters
     recording: DynamicMapperConfig
+    record_interval: float
+    """Seconds between recorded frames by stamp (``1 / record_rate``; 0: every frame)."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,14 @@ _WORLD_PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None, bool],
         64,
         "~/start_recording: most frames a recording keeps for its 4D world (the newest).",
         (1, 4096),
+        True,
+    ),
+    (
+        "record_rate",
+        0.0,
+        "~/start_recording: frames recorded per second of their stamps, at most (0: every "
+        "paired frame).",
+        (0.0, 1000.0),
         True,
     ),
 )
@@ -651,6 +662,7 @@ def declare_world_parameters(node: Node) -> WorldParameters:
             time_scale=value["time_scale"], start_on_serve=value["playback_start"] == "build"
         ),
         recording=_recording_config(value, background),
+        record_interval=1.0 / value["record_rate"] if value["record_rate"] > 0 else 0.0,
     )
 
 

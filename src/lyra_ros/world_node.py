@@ -44,6 +44,7 @@ Recording (:mod:`lyra_ros.recorder`): between ``~/start_recording`` and ``~/stop
 (std_srvs/Trigger; needs ``use_depth``), every image paired with its depth image as for mapping
 and posed by tf at its stamp as for mapping goes to a
 :class:`~lyra_core.mapping.dynamic.DynamicMapper` (at most ``record_max_frames``, the newest).
+``record_rate`` (Hz of the frames' stamps, 0: all) thins a fast feed.
 ``~/stop_recording`` answers at once and builds the 4D world in the build thread (state
 BUILDING, source ``recording``; world time 0 is the first frame's stamp), then serves it like a
 loaded one (any map stops).
@@ -211,7 +212,11 @@ class WorldNode(Node):
         self._last_record_warning = -math.inf
         self._status_playback = ""  # playback state in the last status published
         self._recorder = FeedRecorder(
-            params.recording, self._prepare_frame, self._on_record_skip, device=self.device
+            params.recording,
+            self._prepare_frame,
+            self._on_record_skip,
+            device=self.device,
+            min_interval=params.record_interval,
         )
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyra_build")
         self._worker = MappingWorker(
@@ -354,7 +359,7 @@ class WorldNode(Node):
             if to_map:
                 self._worker.submit(item)
             if to_record:
-                self._recorder.submit(item)
+                self._recorder.submit(item, _stamp_ns(image.header.stamp) * 1e-9)
 
     def _depth_for_locked(self, image: Image | CompressedImage) -> Image | None:
         """The buffered depth image whose stamp is nearest ``image``'s, if within

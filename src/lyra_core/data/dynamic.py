@@ -43,7 +43,7 @@ skipped, so generation resumes where it stopped. CLI::
 
     python -m lyra_core.data.dynamic --out data/dynamic --split train --num-scenes 60
 
-(``lyra generate --dynamic`` once wired). :class:`DynamicDataset` yields the student's inputs,
+(or ``lyra generate --dynamic ...``). :class:`DynamicDataset` yields the student's inputs,
 one target time and the 12 target renders at that time.
 """
 
@@ -663,19 +663,30 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/SPLIT/scene_XXXXXX (existing scenes are skipped).",
         allow_abbrev=False,
     )
-    parser.add_argument("--out", type=Path, default=Path("data/dynamic"))
-    parser.add_argument("--num-scenes", type=int, required=True)
-    parser.add_argument("--split", default="train", choices=SPLITS)
-    parser.add_argument("--seed-offset", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=d.num_frames)
-    parser.add_argument("--width", type=int, default=d.width)
-    parser.add_argument("--height", type=int, default=d.height)
-    parser.add_argument("--duration", type=float, default=d.duration, help="seconds")
-    parser.add_argument("--objects", type=int, default=d.num_objects)
-    parser.add_argument("--heldout", type=int, default=d.num_heldout)
-    parser.add_argument("--gaussians", type=int, default=d.num_gaussians)
-    parser.add_argument("--input-motion", type=float, default=d.input_motion, help="meters")
-    parser.add_argument("--no-progress", action="store_true")
+    options: tuple[tuple[str, type, Any, str], ...] = (
+        ("--out", Path, Path("data/dynamic"), "data root; scenes go to OUT/SPLIT/scene_XXXXXX"),
+        ("--seed-offset", int, 0, "offset of the first seed inside the split's seed range"),
+        ("--frames", int, d.num_frames, "frames T of the input video and of every trajectory"),
+        ("--width", int, d.width, "image width, pixels"),
+        ("--height", int, d.height, "image height, pixels"),
+        ("--duration", float, d.duration, "seconds from the first to the last frame"),
+        ("--objects", int, d.num_objects, "moving objects per scene"),
+        ("--heldout", int, d.num_heldout, "held-out (camera, time) pairs per scene"),
+        ("--gaussians", int, d.num_gaussians, "Gaussians of the room and its objects"),
+        ("--input-motion", float, d.input_motion, "sideways travel of the input camera, meters"),
+    )
+    parser.add_argument(
+        "--num-scenes", type=int, required=True, help="scenes the split should hold"
+    )
+    parser.add_argument(
+        "--split",
+        default="train",
+        choices=SPLITS,
+        help="split, decides the seeds (default: %(default)s)",
+    )
+    for flag, kind, default, text in options:
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 

@@ -33,8 +33,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lyra_core.data.dynamic import DynamicSceneSample, load_dynamic_scene
-from lyra_core.data.format import SPLITS, list_scenes
-from lyra_core.evaluation.evaluate import parse_student
+from lyra_core.data.format import list_scenes
+from lyra_core.evaluation.evaluate import (
+    add_data_options,
+    add_device_options,
+    add_metric_options,
+    parse_student,
+)
 from lyra_core.evaluation.metrics import coverage_psnr, image_metrics
 from lyra_core.evaluation.report import environment, markdown_table, summarize, write_report
 from lyra_core.geometry.cameras import Cameras
@@ -216,14 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pairs of dynamic scenes; writes metrics.json, metrics.md and heldout.png.",
         allow_abbrev=False,
     )
-    parser.add_argument("--data", type=Path, default=Path("data/dynamic"))
-    parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--student", action="append", default=[], metavar="NAME=FOLDER")
-    parser.add_argument("--out", type=Path, default=Path("outputs/eval_dynamic"))
-    parser.add_argument("--max-scenes", type=int, default=None)
-    parser.add_argument("--perceptual", default="stlpips-alex")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-progress", action="store_true")
+    add_data_options(parser, Path("data/dynamic"), Path("outputs/eval_dynamic"))
+    add_metric_options(parser, prune=False)
+    add_device_options(parser)
     return parser
 
 

@@ -472,35 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dynamic students against the 4D cache at held-out (camera, time) pairs of "
         "dynamic scenes instead: the options of 'lyra eval --dynamic --help' follow",
     )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("data/procedural"),
-        help="data root holding SPLIT/scene_* (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--split", default="test", choices=SPLITS, help="split to evaluate (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--student",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="a student checkpoint folder, named NAME in the report (repeatable; FOLDER alone "
-        "is named after the folder)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("outputs/eval"),
-        help="folder for metrics.json, metrics.md and heldout.png (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-scenes",
-        type=int,
-        default=None,
-        help="evaluate only the first N scenes (default: all)",
-    )
+    add_data_options(parser, Path("data/procedural"), Path("outputs/eval"))
     add_metric_options(parser)
     parser.add_argument(
         "--untrained-control",
@@ -518,16 +490,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_metric_options(parser: argparse.ArgumentParser) -> None:
-    """``--perceptual`` (the metric's name) and ``--prune-ratio`` (None: each student's
-    decoder config), the options of ``lyra eval`` and ``lyra eval-views`` on how students are
-    scored (:func:`check_common_args` checks them)."""
+def add_data_options(parser: argparse.ArgumentParser, data: Path, out: Path) -> None:
+    """``--data`` (default ``data``), ``--split``, ``--student``, ``--out`` (default ``out``)
+    and ``--max-scenes``, the first options of ``lyra eval`` and ``lyra eval --dynamic``."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=data,
+        help="data root holding SPLIT/scene_* (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split", default="test", choices=SPLITS, help="split to evaluate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="a student checkpoint folder, named NAME in the report (repeatable; FOLDER alone "
+        "is named after the folder)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=out,
+        help="folder for metrics.json, metrics.md and heldout.png (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-scenes",
+        type=int,
+        default=None,
+        help="evaluate only the first N scenes (default: all)",
+    )
+
+
+def add_metric_options(parser: argparse.ArgumentParser, prune: bool = True) -> None:
+    """``--perceptual`` (the metric's name) and, with ``prune``, ``--prune-ratio`` (None: each
+    student's decoder config), the options of ``lyra eval`` and ``lyra eval-views`` on how
+    students are scored (:func:`check_common_args` checks them)."""
     parser.add_argument(
         "--perceptual",
         default="stlpips-alex",
         help="perceptual metric: stlpips-alex, stlpips-vgg, lpips-<net>:<folder> or none "
         "(default: %(default)s)",
     )
+    if not prune:
+        return
     parser.add_argument(
         "--prune-ratio",
         type=float,
