@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from lyra_core.data.dynamic import dynamic_inputs, dynamic_targets, load_dynamic_scene
-from lyra_core.data.format import list_scenes
 from lyra_core.evaluation.dynamic import (
     CACHE_4D_METHOD,
     cache_4d_method,
@@ -41,15 +40,15 @@ from lyra_core.models.dynamic_decoder import (
     DynamicLyraDecoder,
     is_dynamic_config,
 )
-from lyra_core.models.perceptual.metric import PerceptualMetric, load_perceptual
+from lyra_core.models.perceptual.metric import PerceptualMetric
 from lyra_core.pipelines.dynamic_student import DynamicLyraStudent, DynamicWorldPipeline
 from lyra_core.pipelines.student import DECODER_FOLDER, LyraStudent, StudentConfig
 from lyra_core.training.config import config_from_args, load_yaml_dataclass, training_parser
 from lyra_core.training.distill import decoded_loss
 from lyra_core.training.losses import LossWeights
-from lyra_core.training.train_student import select_views
-from lyra_core.training.trainer import LOG_NAME, Trainer, TrainingTask
-from lyra_core.utils.errors import CheckpointError, ConfigError, DataError, run_command
+from lyra_core.training.train_student import DecoderTask, prepare_training, select_views
+from lyra_core.training.trainer import LOG_NAME
+from lyra_core.utils.errors import CheckpointError, run_command
 from lyra_core.weights import shipped_student_path
 
 __all__ = [
@@ -152,7 +151,7 @@ def dynamic_loss(
     return loss, terms
 
 
-class DynamicStudentTask(TrainingTask):
+class DynamicStudentTask(DecoderTask):
     """The dynamic student's decoder trained on dynamic scenes (module docstring)."""
 
     name = "train-dynamic"
@@ -168,21 +167,8 @@ class DynamicStudentTask(TrainingTask):
         perceptual: PerceptualMetric | None,
         num_frames: int,
     ) -> None:
-        self.config = config
-        self.student = student
-        self.train_scenes = train_scenes
-        self.val_scenes = val_scenes
-        self.perceptual = perceptual
+        super().__init__(config, student, train_scenes, val_scenes, perceptual)
         self.num_frames = num_frames
-        self.weights = LossWeights(**config.loss)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.student.decoder
-
-    @model.setter
-    def model(self, module: nn.Module) -> None:
-        self.student.decoder = module
 
     def loss(self, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         scene = self.train_scenes[int(torch.randint(len(self.train_scenes), (1,), generator=rng))]
@@ -229,9 +215,6 @@ class DynamicStudentTask(TrainingTask):
             training=training or {},
         )
 
-    def save(self, folder: Path, model: nn.Module) -> None:
-        model.save_pretrained(folder / DECODER_FOLDER)
-
     def load(self, folder: Path) -> None:
         saved = DynamicLyraDecoder.from_pretrained(folder / DECODER_FOLDER)
         if not is_dynamic_config(saved.config):
@@ -250,23 +233,7 @@ def train_dynamic(config: DynamicTrainConfig, config_path: str | None = None) ->
         CheckpointError: a student folder or checkpoint that does not load.
     """
     out_dir = Path(config.out_dir)
-    train_scenes = list_scenes(Path(config.data_dir) / "train")
-    val_scenes = list_scenes(Path(config.data_dir) / "val")
-    if not train_scenes:
-        raise DataError(f"no dynamic training scenes in {Path(config.data_dir) / 'train'}")
-    try:
-        weights = LossWeights(**config.loss)
-    except TypeError as err:
-        raise ConfigError(f"loss {config.loss}: {err}") from err
-    trainer = Trainer(config)
-    try:
-        perceptual = load_perceptual(config.perceptual)
-    except (ValueError, ImportError) as err:
-        raise ConfigError(f"perceptual {config.perceptual!r}: {err}") from err
-    if weights.perceptual and perceptual is None:
-        raise ConfigError(f"loss weight perceptual {weights.perceptual} needs a perceptual metric")
-    if perceptual is not None:
-        perceptual.to(trainer.device)
+    train_scenes, val_scenes, trainer, perceptual = prepare_training(config, "dynamic training")
     student = load_initial_student(config.student)
     student.vae.to(trainer.device)
     student.decoder.to(trainer.device)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -288,17 +289,21 @@ def select_views(targets: TargetViews, count: int | None, rng: torch.Generator) 
     )
 
 
-class StudentTask(TrainingTask):
-    """Self-distillation of the student's decoder (the VAE stays frozen): each step decodes one
-    random training scene and renders ``target_views`` random target views."""
+class DecoderTask(TrainingTask):
+    """A student's decoder trained on scenes while its VAE stays frozen: the state every
+    student task shares (its subclasses draw the steps and validate).
 
-    name = "train"
-    loss_key = "loss"
+    Args:
+        config: the run's settings (:class:`TrainConfig` or the dynamic student's).
+        student: the student (``LyraStudent`` or ``DynamicLyraStudent``) whose decoder trains.
+        train_scenes, val_scenes: scene folders.
+        perceptual: the perceptual metric of the loss and validation, or None.
+    """
 
     def __init__(
         self,
-        config: TrainConfig,
-        student: LyraStudent,
+        config: Any,
+        student: Any,
         train_scenes: list[Path],
         val_scenes: list[Path],
         perceptual: PerceptualMetric | None,
@@ -318,6 +323,17 @@ class StudentTask(TrainingTask):
     @model.setter
     def model(self, module: nn.Module) -> None:
         self.student.decoder = module
+
+    def save(self, folder: Path, model: nn.Module) -> None:
+        model.save_pretrained(folder / DECODER_FOLDER)
+
+
+class StudentTask(DecoderTask):
+    """Self-distillation of the student's decoder (the VAE stays frozen): each step decodes one
+    random training scene and renders ``target_views`` random target views."""
+
+    name = "train"
+    loss_key = "loss"
 
     def loss(self, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         config = self.config
@@ -347,9 +363,6 @@ class StudentTask(TrainingTask):
         scenes = self.val_scenes[: self.config.val_scenes]
         return validate(student, scenes, Path(self.config.out_dir), step, self.perceptual)
 
-    def save(self, folder: Path, model: nn.Module) -> None:
-        model.save_pretrained(folder / DECODER_FOLDER)
-
     def load(self, folder: Path) -> None:
         saved = load_decoder(folder / DECODER_FOLDER)
         try:
@@ -367,25 +380,25 @@ class StudentTask(TrainingTask):
             ) from err
 
 
-def train(config: TrainConfig, config_path: str | None = None) -> Path:
-    """Run (or resume) training; returns the output folder.
+def prepare_training(
+    config: Any, what: str
+) -> tuple[list[Path], list[Path], Trainer, PerceptualMetric | None]:
+    """What every student run sets up first: the ``train``/``val`` scenes under
+    ``config.data_dir``, the :class:`Trainer` and the perceptual metric (on its device).
 
     Args:
-        config: the settings.
-        config_path: the settings file, recorded in ``lineage.json`` (None: not from a file).
+        config: the run's settings (``data_dir``, ``loss``, ``perceptual`` and the trainer's).
+        what: the scenes' name in the error, e.g. ``"dynamic training"``.
 
     Raises:
         DataError: no training scenes.
-        ConfigError: settings that do not fit together (loss terms, perceptual metric,
-            decoder overrides).
-        CheckpointError: a ``decoder``/``vae`` folder, or the checkpoint to resume from, that
-            cannot be loaded.
+        ConfigError: bad loss terms, an unknown perceptual metric, or a perceptual loss weight
+            without one.
     """
-    out_dir = Path(config.out_dir)
     train_scenes = list_scenes(Path(config.data_dir) / "train")
     val_scenes = list_scenes(Path(config.data_dir) / "val")
     if not train_scenes:
-        raise DataError(f"no training scenes in {Path(config.data_dir) / 'train'}")
+        raise DataError(f"no {what} scenes in {Path(config.data_dir) / 'train'}")
     try:
         weights = LossWeights(**config.loss)
     except TypeError as err:
@@ -402,6 +415,25 @@ def train(config: TrainConfig, config_path: str | None = None) -> Path:
         )
     if perceptual is not None:
         perceptual.to(trainer.device)
+    return train_scenes, val_scenes, trainer, perceptual
+
+
+def train(config: TrainConfig, config_path: str | None = None) -> Path:
+    """Run (or resume) training; returns the output folder.
+
+    Args:
+        config: the settings.
+        config_path: the settings file, recorded in ``lineage.json`` (None: not from a file).
+
+    Raises:
+        DataError: no training scenes.
+        ConfigError: settings that do not fit together (loss terms, perceptual metric,
+            decoder overrides).
+        CheckpointError: a ``decoder``/``vae`` folder, or the checkpoint to resume from, that
+            cannot be loaded.
+    """
+    out_dir = Path(config.out_dir)
+    train_scenes, val_scenes, trainer, perceptual = prepare_training(config, "training")
     student = build_student(config)
     student.vae.to(trainer.device)
     if trainer.is_main_process and not (out_dir / LINEAGE_NAME).exists():
