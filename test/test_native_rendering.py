@@ -322,6 +322,16 @@ def test_without_the_extension_auto_falls_back_with_one_warning(how, tmp_path):
     assert ("LYRA_NATIVE=0" if how == "disabled" else "is not built") in result.stderr
 
 
+def test_each_torch_installation_builds_in_its_own_folder(monkeypatch, tmp_path):
+    """Two virtualenvs with the same torch version compile with different include paths: a
+    shared folder would make each one's build recompile (and replace) the other's library."""
+    here = native.build_directory()
+    assert native.build_directory() == here  # stable
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other_venv" / "torch" / "__init__.py"))
+    assert native.build_directory() != here
+    assert native.build_directory().parent == here.parent
+
+
 def test_build_removes_a_stale_lock_and_reuses_the_library():
     """A build killed mid-way leaves torch's lock behind, which would block every later build
     forever; one older than STALE_LOCK_SECONDS is removed. A built library is reused as is."""

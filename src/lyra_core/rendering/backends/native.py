@@ -72,11 +72,23 @@ def _disabled() -> bool:
 
 
 def build_directory() -> Path:
-    """Where this source, these flags and this torch / Python build the extension."""
+    """Where this source, these flags and this torch / Python build the extension.
+
+    The key holds the torch installation's folder too: two virtualenvs with the same torch
+    version compile with different include paths, and sharing a folder would make each one's
+    build recompile the other's (and replace a library the other may be loading)."""
     root = os.environ.get(DIR_VARIABLE) or Path.home() / ".cache" / "lyra_ros" / "native"
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
-    parts = (*_CFLAGS, *_LDFLAGS, torch.__version__, sys.version, platform.machine(), _cpu_model())
+    parts = (
+        *_CFLAGS,
+        *_LDFLAGS,
+        torch.__version__,
+        str(Path(torch.__file__).resolve().parent),
+        sys.version,
+        platform.machine(),
+        _cpu_model(),
+    )
     for part in parts:
         key.update(part.encode())
     return Path(root) / key.hexdigest()[:16]
