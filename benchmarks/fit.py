@@ -46,13 +46,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -66,7 +64,7 @@ from lyra_core.rendering.backends.native import native_available
 from lyra_core.scene.procedural_room import procedural_room
 from lyra_core.training.fit import procedural_poses, write_procedural_capture
 from lyra_core.utils.media import to_uint8
-from report import write_report
+from report import cpu_run_header, write_report
 
 ROOM_GAUSSIANS = 100_000
 OMP_WAIT_POLICY = "PASSIVE"
@@ -142,6 +140,26 @@ def fit_run(capture: Path, out: Path, *options: object, env: dict | None = None)
     if status != 0:
         raise SystemExit(f"lyra fit failed with status {status}")
     return json.loads((out / "metrics.json").read_text())
+
+
+def scheduled_fit(
+    capture: Path, out: Path, seconds: float, args: argparse.Namespace, *options: object
+) -> dict:
+    """:func:`fit_run` on a ``seconds`` schedule, held-out PSNR every ``args.eval_every`` steps
+    and at each of ``args.checkpoints`` within the schedule."""
+    at = [s for s in args.checkpoints if s <= seconds]
+    return fit_run(
+        capture,
+        out,
+        *options,
+        "--max-steps",
+        10**9,
+        "--max-seconds",
+        seconds,
+        "--eval-every",
+        args.eval_every,
+        *(["--eval-seconds", *at] if at else []),
+    )
 
 
 def summary(metrics: dict) -> dict:
@@ -220,33 +238,9 @@ def main() -> None:
     for name in ("rgb", "init", "depth", "rgb_torch"):
         shutil.rmtree(work / name, ignore_errors=True)
 
-    eval_at = [s for s in args.checkpoints if s <= args.seconds]
-    rgb = fit_run(
-        capture,
-        work / "rgb",
-        "--no-depth",
-        "--max-steps",
-        10**9,
-        "--max-seconds",
-        args.seconds,
-        "--eval-every",
-        args.eval_every,
-        "--eval-seconds",
-        *eval_at,
-    )
+    rgb = scheduled_fit(capture, work / "rgb", args.seconds, args, "--no-depth")
     init = fit_run(capture, work / "init", "--no-depth", "--max-steps", 0)
-    depth_at = [s for s in args.checkpoints if s <= args.depth_seconds]
-    depth = fit_run(
-        capture,
-        work / "depth",
-        "--max-steps",
-        10**9,
-        "--max-seconds",
-        args.depth_seconds,
-        "--eval-every",
-        args.eval_every,
-        *(["--eval-seconds", *depth_at] if depth_at else []),
-    )
+    depth = scheduled_fit(capture, work / "depth", args.depth_seconds, args)
 
     runs = {"rgb": summary(rgb), "init": summary(init), "depth": summary(depth)}
     if args.torch_seconds > 0:
@@ -295,16 +289,7 @@ def main() -> None:
         print(f"  with depth, {row['checkpoint_s']:>4.0f} s: {row['psnr']:.2f} dB")
 
     report = {
-        "benchmark": "fit",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "omp_wait_policy": OMP_WAIT_POLICY,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cuda_device": None,
+        **cpu_run_header("fit", load_before, OMP_WAIT_POLICY),
         "capture": {
             "scene": f"procedural_room({ROOM_GAUSSIANS}, seed=0), black background",
             "views": args.views,
@@ -350,21 +335,8 @@ def photo_benchmark(args: argparse.Namespace, work: Path) -> None:
     print(f"photo-like capture: 50 JPEG views at 1920x1080 in {capture}", flush=True)
     for name in ("photo", "photo_init"):
         shutil.rmtree(work / name, ignore_errors=True)
-    eval_at = [s for s in args.checkpoints if s <= args.seconds]
     common = ("--downscale", 8, "--no-depth")
-    photo = fit_run(
-        capture,
-        work / "photo",
-        *common,
-        "--max-steps",
-        10**9,
-        "--max-seconds",
-        args.seconds,
-        "--eval-every",
-        args.eval_every,
-        "--eval-seconds",
-        *eval_at,
-    )
+    photo = scheduled_fit(capture, work / "photo", args.seconds, args, *common)
     init = fit_run(capture, work / "photo_init", *common, "--max-steps", 0)
     rows = at_checkpoints(photo["history"], args.checkpoints)
     for row in rows:
@@ -380,16 +352,7 @@ def photo_benchmark(args: argparse.Namespace, work: Path) -> None:
         f"{photo['gaussians']} Gaussians"
     )
     report = {
-        "benchmark": "fit_photo",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "omp_wait_policy": OMP_WAIT_POLICY,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cuda_device": None,
+        **cpu_run_header("fit_photo", load_before, OMP_WAIT_POLICY),
         "capture": {
             "scene": f"procedural_room({ROOM_GAUSSIANS}, seed=3), black background",
             "format": "instant-ngp transforms.json, JPEG quality 92, OpenCV lens "

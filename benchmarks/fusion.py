@@ -72,11 +72,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -98,7 +96,7 @@ from lyra_core.models.perceptual import load_perceptual
 from lyra_core.rendering import render
 from lyra_core.scene.gaussians import Gaussians
 from lyra_core.utils.media import contact_sheet, to_uint8, write_png
-from report import write_report
+from report import cpu_run_header, write_report
 
 OMP_WAIT_POLICY = "PASSIVE"
 FOV_Y_DEG = 60.0
@@ -589,6 +587,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    if not all(0 <= view < args.heldout for view in args.sheet_views):
+        parser.error(f"--sheet-views {args.sheet_views} must lie in 0 .. --heldout - 1")
     if os.environ.get("OMP_WAIT_POLICY") is None:  # must be set before OpenMP starts
         env = os.environ | {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
@@ -676,16 +676,7 @@ def main() -> None:
         print(f"wrote {sheet_path}")
 
     report = {
-        "benchmark": "fusion",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cuda_device": None,
+        **cpu_run_header("fusion", load_before, os.environ.get("OMP_WAIT_POLICY")),
         "rooms": {
             "seeds": args.seeds,
             "scene": f"random_layout(default_rng(seed), 'room'), {args.room_gaussians} surface "

@@ -1,13 +1,16 @@
-"""Shared by the benchmark scripts: timing, peak memory, and writing a result JSON atomically."""
+"""Shared by the benchmark scripts: timing, peak memory, the CPU run's header, and writing a
+result JSON atomically."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -22,6 +25,25 @@ def write_report(folder: Path, name: str, report: dict) -> Path:
     path = write_text_atomic(folder / name, json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def cpu_run_header(
+    benchmark: str, load_before: tuple[float, ...], omp_wait_policy: str | None
+) -> dict:
+    """The first keys of a CPU benchmark's JSON: what ran where, and how loaded the shared
+    machine was (``load_before``: :func:`os.getloadavg` at the start; after: now)."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": torch.get_num_threads(),
+        "omp_wait_policy": omp_wait_policy,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cuda_device": None,
+    }
 
 
 def sync(device: torch.device) -> None:
