@@ -1035,8 +1035,11 @@ class WorldNode(Node):
             response.success, response.message = False, f"already recording ({frames} frames)"
             return response
         response.success = True
+        interval = self._recorder.min_interval
+        rate = f", at most {1.0 / interval:g} per second of their stamps" if interval > 0 else ""
         response.message = (
-            f"recording posed RGB-D frames (the newest {self._recorder.config.max_frames} kept)"
+            f"recording posed RGB-D frames (the newest {self._recorder.config.max_frames} kept"
+            f"{rate})"
         )
         self._publish_status()
         return response
