@@ -287,6 +287,25 @@ def test_invalid_arguments(moving):
     np.testing.assert_allclose(moving.lookup("map", "x"), np.eye(4), atol=1e-15)
 
 
+def test_the_tree_is_bounded_in_frames():
+    """A peer publishing ever new frame names cannot grow the tree past max_frames; the
+    frames already known keep working and a refused sample stores nothing."""
+    buffer = TfBuffer(max_frames=4)
+    buffer.set_transform("map", "odom", 0.0, (1, 0, 0), IDENTITY_Q, static=True)
+    buffer.set_transform("odom", "base", 0.0, (0, 1, 0), IDENTITY_Q)
+    buffer.set_transform("base", "cam", 0.0, (0, 0, 1), IDENTITY_Q, static=True)
+    with pytest.raises(ValueError, match=r"holds 4 frames \(max_frames 4\).*\['spam_0'\]"):
+        buffer.set_transform("map", "spam_0", 0.0, (0, 0, 0), IDENTITY_Q)
+    with pytest.raises(ValueError, match=r"\['spam_1', 'spam_2'\]"):
+        buffer.set_transform("spam_1", "spam_2", 0.0, (0, 0, 0), IDENTITY_Q)
+    assert sorted(buffer.all_frames()) == ["base", "cam", "map", "odom"]
+    buffer.set_transform("odom", "base", 1.0, (0, 3, 0), IDENTITY_Q)  # known frames: stored
+    np.testing.assert_allclose(buffer.lookup("map", "cam", 1.0)[:3, 3], (1, 3, 1))
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="max_frames"):
+            TfBuffer(max_frames=bad)
+
+
 @pytest.mark.parametrize("w", [5e-7, 2e-6])
 def test_zero_norm_rule_is_the_one_of_the_message_conversions(w):
     pytest.importorskip("geometry_msgs.msg")

@@ -32,6 +32,7 @@ from lyra_core.geometry.transforms import (
 
 __all__ = [
     "DEFAULT_CACHE_TIME",
+    "DEFAULT_MAX_FRAMES",
     "TfBuffer",
     "TfError",
     "TfExtrapolationError",
@@ -41,6 +42,10 @@ __all__ = [
 DEFAULT_CACHE_TIME = 10.0
 """How long dynamic samples are kept behind the newest one of their link, seconds (tf2's
 default)."""
+
+DEFAULT_MAX_FRAMES = 4096
+"""Most frames a buffer knows; a sample naming a further new frame is refused (a peer
+publishing ever new frame names must not grow the tree without bound)."""
 
 
 class TfError(LookupError):
@@ -170,15 +175,24 @@ class TfBuffer:
     * A sample that would close a loop in the tree is rejected when set (tf2 fails at lookup).
     * Samples are not expired by wall-clock time, only relative to the newest sample of their link
       (as in tf2): check the returned stamp if data may have stopped arriving.
+    * The tree holds at most ``max_frames`` frames (tf2: unbounded); frames are never forgotten
+      (as in tf2), so a sample naming one more is refused. Samples per link are bounded by
+      ``cache_time`` times the link's publishing rate, as in tf2.
     """
 
-    def __init__(self, cache_time: float = DEFAULT_CACHE_TIME) -> None:
+    def __init__(
+        self, cache_time: float = DEFAULT_CACHE_TIME, max_frames: int = DEFAULT_MAX_FRAMES
+    ) -> None:
         """Create an empty buffer.
 
         Args:
             cache_time: How far behind the newest sample of a link older samples are kept,
                 seconds. Must be finite and > 0.
+            max_frames: Most frames the tree holds (>= 2).
         """
+        if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
+            raise ValueError(f"max_frames must be an integer >= 2, got {max_frames!r}")
+        self.max_frames = max_frames
         if isinstance(cache_time, bool) or not isinstance(cache_time, (int, float)):
             raise ValueError(f"cache_time must be a number of seconds, got {cache_time!r}")
         if not math.isfinite(cache_time) or cache_time <= 0:
@@ -220,8 +234,8 @@ class TfBuffer:
 
         Raises:
             ValueError: Empty frame names, ``parent == child``, non-finite stamp, translation or
-                rotation, zero-norm quaternion, or a link that would close a loop. Nothing is
-                stored then.
+                rotation, zero-norm quaternion, a link that would close a loop, or new frames
+                beyond ``max_frames``. Nothing is stored then.
         """
         _checked_frame("parent", parent)
         _checked_frame("child", child)
@@ -236,6 +250,12 @@ class TfBuffer:
         q = normalize_quaternion(q, "rotation_xyzw")
         with self._lock:
             self._check_no_loop(parent, child)
+            new = {parent, child} - self._frames
+            if new and len(self._frames) + len(new) > self.max_frames:
+                raise ValueError(
+                    f"the tf tree already holds {len(self._frames)} frames (max_frames "
+                    f"{self.max_frames}): new frame(s) {sorted(new)} refused"
+                )
             link = self._links.get(child)
             if link is None or link.parent != parent or link.static != static:
                 link = _Link(parent, child, static)
