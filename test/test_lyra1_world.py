@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from test_vae import write_cosmos_folder
+from tokenizer_files import write_cosmos_folder
 
 pytest.importorskip("diffusers")
 
