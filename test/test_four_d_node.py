@@ -30,7 +30,7 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
@@ -80,7 +80,7 @@ lyra_world:
     record_max_frames: 16
     record_rate: 10.0
     pose_timeout: 1.0
-    point_cloud_max_points: 100
+    point_cloud_max_points: 1000000
     cameras: [cam]
     camera:
       cam:
@@ -239,6 +239,7 @@ class Client:
         self.status: WorldStatus | None = None
         self.images: list[Image] = []
         self.depths: list[Image] = []
+        self.points: list[PointCloud2] = []
         n = node
         self.clock_pub = n.create_publisher(Clock, "/clock", 10)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
@@ -249,6 +250,9 @@ class Client:
             n.create_subscription(WorldStatus, f"{NODE}/status", self._on_status, LATCHED_QOS),
             n.create_subscription(Image, "sim/cam/image", self.images.append, 10),
             n.create_subscription(Image, "sim/cam/depth", self.depths.append, 10),
+            n.create_subscription(
+                PointCloud2, f"{NODE}/world_points", self.points.append, LATCHED_QOS
+            ),
         ]
         services = {
             "load": (WorldFile, "load_world"),
@@ -435,6 +439,11 @@ def test_a_loaded_4d_world_waits_for_start_playback(node, four_d_world, room, si
     assert (status.world_time_start, status.world_time_end) == (0.0, 2.0)
     rgb, depth = client.camera_view(sim_pose, 100 * SECOND + SECOND // 2)
     assert_shows(room, four_d_world, sim_pose, rgb, depth, 0.0)  # not started: the first state
+    # ~/world_points: the first state, not every time slice superposed
+    first_state = len(four_d_world.at_time(0.0))
+    assert first_state < len(four_d_world)
+    client.spin_until(lambda: client.points, what="~/world_points")
+    assert client.points[-1].width == first_state
 
 
 def test_the_camera_shows_the_box_where_its_pose_stamp_says(node, four_d_world, room, sim_pose):

@@ -754,9 +754,14 @@ class WorldNode(Node):
         self._publish_status()
 
     def _publish_points(self, gaussians: Gaussians) -> None:
+        """``~/world_points``: at most ``point_cloud_max_points`` centres of ``gaussians``; of a
+        4D world, those of its first state (its time slices superposed would smear what moves)."""
         cap = self.get_parameter("point_cloud_max_points").value
         if cap <= 0:
             return
+        span = gaussians.time_range
+        if span is not None:
+            gaussians = gaussians.at_time(span[0])
         keep = torch.randperm(len(gaussians), generator=torch.Generator().manual_seed(0))[:cap]
         means = gaussians.means.detach().cpu()[keep].numpy().astype(np.float32)
         colors = gaussians.colors.detach().cpu()[keep].clamp(0, 1).numpy()
