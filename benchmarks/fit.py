@@ -63,7 +63,7 @@ from lyra_core.rendering import render
 from lyra_core.rendering.backends.native import native_available
 from lyra_core.scene.procedural_room import procedural_room
 from lyra_core.training.fit import procedural_poses, write_procedural_capture
-from lyra_core.utils.media import to_uint8
+from lyra_core.utils.media import to_uint8, write_text
 from report import cpu_run_header, write_report
 
 ROOM_GAUSSIANS = 100_000
@@ -95,13 +95,13 @@ def write_photo_capture(folder: Path, views: int = 50, width: int = 1920, height
         width + 2 * margin,
         height + 2 * margin,
     )
+    map_x, map_y = (np.ascontiguousarray(ideal[..., i] + margin) for i in (0, 1))
     room = procedural_room(ROOM_GAUSSIANS, seed=3)
     (folder / "images").mkdir(parents=True)
     frames = []
     for index, pose in enumerate(procedural_poses(views)):
         with torch.no_grad():
             pinhole = to_uint8(render(room, Cameras.from_intrinsics(pose[None], wide)).rgb[0])
-        map_x, map_y = (np.ascontiguousarray(ideal[..., i] + margin) for i in (0, 1))
         photo = cv2.remap(pinhole, map_x, map_y, cv2.INTER_LINEAR)
         name = f"images/{index + 1:04d}.jpg"
         bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
@@ -125,9 +125,7 @@ def write_photo_capture(folder: Path, views: int = 50, width: int = 1920, height
         "aabb_scale": 4,
         "frames": frames,
     }
-    path = folder / "transforms.json"
-    path.write_text(json.dumps(meta, indent=1) + "\n")
-    return path
+    return write_text(folder / "transforms.json", json.dumps(meta, indent=1) + "\n")
 
 
 def fit_run(capture: Path, out: Path, *options: object, env: dict | None = None) -> dict:
